@@ -1,0 +1,99 @@
+"""The model's components and the one loader for them (real weights and the tiny model alike).
+
+On-disk layout (the diffusers layout, as in `diffusers/LTX-2.3-Distilled-Diffusers`): one folder
+per component with its `config.json` and safetensors, plus `model_index.json` at the top:
+
+    transformer/  connectors/  vae/  audio_vae/  vocoder/  latent_upsampler/
+    text_encoder/  tokenizer/  model_index.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoTransformer3DModel,
+)
+from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel, LTX2TextConnectors
+from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
+from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, PreTrainedTokenizerBase
+
+MODEL_INDEX = "model_index.json"
+
+# Folder name -> class; every one is a plain nn.Module configured by its config.json.
+COMPONENT_CLASSES: dict[str, Any] = {
+    "transformer": LTX2VideoTransformer3DModel,
+    "connectors": LTX2TextConnectors,
+    "vae": AutoencoderKLLTX2Video,
+    "audio_vae": AutoencoderKLLTX2Audio,
+    "vocoder": LTX2VocoderWithBWE,
+    "latent_upsampler": LTX2LatentUpsamplerModel,
+    "text_encoder": Gemma3ForConditionalGeneration,
+}
+
+
+class WeightsError(RuntimeError):
+    """A weights directory that cannot be loaded; the message says what is missing or wrong."""
+
+
+@dataclass
+class Components:
+    """Every loaded module of LTX-2.3, resident for the life of a worker."""
+
+    transformer: LTX2VideoTransformer3DModel
+    connectors: LTX2TextConnectors
+    vae: AutoencoderKLLTX2Video
+    audio_vae: AutoencoderKLLTX2Audio
+    vocoder: LTX2VocoderWithBWE
+    latent_upsampler: LTX2LatentUpsamplerModel
+    text_encoder: Gemma3ForConditionalGeneration
+    tokenizer: PreTrainedTokenizerBase
+    index: dict[str, Any]
+
+    @property
+    def is_smoke_test(self) -> bool:
+        """True for the tiny random-weight model, which produces noise."""
+        return bool(self.index.get("smoke_test"))
+
+    @property
+    def label(self) -> str:
+        return str(self.index.get("label", "LTX-2.3 distilled"))
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.nn.Module)
+        }
+
+
+def read_index(weights_dir: Path) -> dict[str, Any]:
+    """The top-level `model_index.json`, or a `WeightsError` naming the directory."""
+    path = Path(weights_dir) / MODEL_INDEX
+    if not path.is_file():
+        raise WeightsError(f"{weights_dir} is not a weights directory: {MODEL_INDEX} is missing")
+    return json.loads(path.read_text())
+
+
+def load_components(
+    weights_dir: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Components:
+    """Load every component from a weights directory onto `device` in `dtype`, in eval mode."""
+    weights_dir = Path(weights_dir)
+    index = read_index(weights_dir)
+    missing = [name for name in [*COMPONENT_CLASSES, "tokenizer"] if not (weights_dir / name).is_dir()]
+    if missing:
+        raise WeightsError(f"{weights_dir} lacks component folders: {', '.join(missing)}")
+    loaded: dict[str, Any] = {}
+    for name, cls in COMPONENT_CLASSES.items():
+        module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype)
+        loaded[name] = module.to(device).eval().requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(weights_dir / "tokenizer")
+    tokenizer.padding_side = "left"  # Gemma prompts are left-padded for LTX
+    return Components(**loaded, tokenizer=tokenizer, index=index)

@@ -1,0 +1,406 @@
+"""The model runtime: LTX-2.3 distilled two-stage image-to-video with joint audio, to an MP4.
+
+`VideoGenerator` is the one interface the server uses: a request and a start image in,
+progress callbacks and a cancel check during the run, an MP4 path out. Its models are loaded
+once and stay resident between jobs.
+
+The workflow is the reference DistilledPipeline's: stage 1 at half size (8 Euler steps on
+the distilled sigmas), the x2 latent upsampler, stage 2 at full size re-noised to 0.909375
+(3 steps); both stages are conditioned on the start image with `image_strength`; video and
+audio are denoised jointly; one transformer pass per step (no guidance of any kind), so
+exactly 11 passes per job.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.components import Components, load_components
+from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
+from pipeline.mp4 import write_mp4
+from pipeline.request import VideoRequest
+from pipeline.schedule import (
+    PASSES_PER_JOB,
+    STAGE1_SIGMAS,
+    STAGE2_SIGMAS,
+    TIMESTEP_SCALE,
+    conditioned_x0,
+    euler_step,
+    first_frame_mask,
+    noised_state,
+    pack_audio,
+    pack_video,
+    sigma_tensor,
+    unpack_audio,
+    unpack_video,
+)
+from pipeline.start_image import CONDITIONING_CRF, decode_start_image, prepare_condition_frame
+from pipeline.video_decode import decode_windows, to_uint8_frames
+
+SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
+DECODE_WINDOW_LATENT_FRAMES = 8  # longer clips decode in windows of 64 pixel frames
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job is: `stage` is prepare|stage1|upsample|stage2|decode; `step` of `total` in it."""
+
+    stage: str
+    step: int
+    total: int
+    fraction: float  # of the whole job, 0..1
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+class GenerationCancelled(RuntimeError):
+    """The cancel check returned true; the job stopped and its partial output was removed."""
+
+
+@dataclass
+class GenerationResult:
+    """What a finished job produced."""
+
+    path: Path
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    fps: Fraction
+    has_audio: bool
+    transformer_passes: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Tracker:
+    on_progress: ProgressCallback | None
+    should_cancel: CancelCheck | None
+
+    # Share of the whole job per phase; the denoising passes dominate on a GPU.
+    WEIGHTS = {"prepare": 0.05, "stage1": 0.5, "upsample": 0.02, "stage2": 0.23, "decode": 0.2}
+    ORDER = ("prepare", "stage1", "upsample", "stage2", "decode")
+
+    def check(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise GenerationCancelled("cancelled")
+
+    def report(self, stage: str, step: int, total: int) -> None:
+        if self.on_progress is None:
+            return
+        done = sum(self.WEIGHTS[name] for name in self.ORDER[: self.ORDER.index(stage)])
+        fraction = min(1.0, done + self.WEIGHTS[stage] * step / max(total, 1))
+        self.on_progress(Progress(stage, step, total, round(fraction, 4)))
+
+
+@dataclass
+class _Text:
+    video: torch.Tensor
+    audio: torch.Tensor
+    mask: torch.Tensor
+
+
+class VideoGenerator:
+    """LTX-2.3 resident in memory, generating one job at a time."""
+
+    def __init__(
+        self,
+        components: Components,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        prompt_cache_size: int = 8,
+        decode_window: int | None = DECODE_WINDOW_LATENT_FRAMES,
+        encoder_threads: int = 0,
+    ):
+        self.components = components
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.decode_window = decode_window
+        self.encoder_threads = encoder_threads
+        self.max_sequence_length = int(components.index.get("max_sequence_length", 1024))
+        self.transformer_passes = 0
+        self.text_encoder_calls = 0
+        self._prompt_cache: OrderedDict[str, _Text] = OrderedDict()
+        self._prompt_cache_size = prompt_cache_size
+        components.transformer.register_forward_pre_hook(self._count_pass)
+
+    @classmethod
+    def from_directory(
+        cls, weights_dir: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **options
+    ) -> VideoGenerator:
+        """Load a weights directory (real or tiny, same layout) and keep it resident."""
+        device = torch.device(device)
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        return cls(load_components(weights_dir, device, dtype), device, dtype, **options)
+
+    def _count_pass(self, module: torch.nn.Module, args: tuple) -> None:
+        self.transformer_passes += 1
+
+    @property
+    def is_smoke_test(self) -> bool:
+        return self.components.is_smoke_test
+
+    # ---- conditioning ---------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> _Text:
+        """Gemma 3 hidden states -> the text connectors, cached per prompt (LRU)."""
+        prompt = prompt.strip()
+        cached = self._prompt_cache.get(prompt)
+        if cached is not None:
+            self._prompt_cache.move_to_end(prompt)
+            return cached
+        c = self.components
+        tokens = c.tokenizer(
+            [prompt], padding="max_length", max_length=self.max_sequence_length, truncation=True,
+            add_special_tokens=True, return_tensors="pt",
+        )
+        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+        self.text_encoder_calls += 1
+        hidden = c.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        stacked = torch.stack(hidden, dim=-1).flatten(2, 3).to(self.dtype)
+        video, audio, text_mask = c.connectors(stacked, mask, padding_side="left")
+        text = _Text(video, audio, text_mask)
+        if self._prompt_cache_size > 0:
+            self._prompt_cache[prompt] = text
+            while len(self._prompt_cache) > self._prompt_cache_size:
+                self._prompt_cache.popitem(last=False)
+        return text
+
+    def encode_image(self, image: Image.Image, width: int, height: int, crf: int | None) -> torch.Tensor:
+        """The start image's normalized VAE latent (1, C, 1, h, w) at one stage's size."""
+        frame = prepare_condition_frame(image, width, height, crf)
+        pixels = torch.from_numpy(frame.astype(np.float32) / 255.0) * 2.0 - 1.0
+        pixels = pixels.permute(2, 0, 1)[None, :, None].to(self.device, self.dtype)
+        vae = self.components.vae
+        latent = vae.encode(pixels).latent_dist.mode().float()
+        return self._normalize(latent)
+
+    def _normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
+        std = vae.latents_std.view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
+        return (latents - mean) * vae.config.scaling_factor / std
+
+    def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
+        std = vae.latents_std.view(1, -1, 1, 1, 1).to(latents.device, latents.dtype)
+        return latents * std / vae.config.scaling_factor + mean
+
+    def _audio_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        audio_vae = self.components.audio_vae
+        return audio_vae.latents_mean.to(self.device, torch.float32), audio_vae.latents_std.to(
+            self.device, torch.float32
+        )
+
+    # ---- denoising ------------------------------------------------------------------------
+
+    def _denoise(
+        self,
+        stage: str,
+        sigmas: tuple[float, ...],
+        video: torch.Tensor,
+        video_clean: torch.Tensor,
+        token_mask: torch.Tensor,
+        audio: torch.Tensor,
+        text: _Text,
+        latent_shape: tuple[int, int, int],
+        geometry: Geometry,
+        tracker: _Tracker,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.components
+        frames, height, width = latent_shape
+        fps = float(geometry.fps)
+        audio_frames = audio.shape[1]
+        video_coords = c.transformer.rope.prepare_video_coords(1, frames, height, width, self.device, fps=fps)
+        audio_coords = c.transformer.audio_rope.prepare_audio_coords(1, audio_frames, self.device)
+        sigma = sigma_tensor(sigmas).to(self.device)
+        timesteps = sigma * TIMESTEP_SCALE
+        steps = len(sigmas) - 1
+        for i in range(steps):
+            tracker.check()
+            t = timesteps[i].expand(1)
+            video_velocity, audio_velocity = c.transformer(
+                hidden_states=video.to(self.dtype),
+                audio_hidden_states=audio.to(self.dtype),
+                encoder_hidden_states=text.video,
+                audio_encoder_hidden_states=text.audio,
+                timestep=t.unsqueeze(-1) * token_mask,
+                audio_timestep=t,
+                sigma=t,  # LTX-2.3 prompt modulation
+                encoder_attention_mask=text.mask,
+                audio_encoder_attention_mask=text.mask,
+                num_frames=frames,
+                height=height,
+                width=width,
+                fps=fps,
+                audio_num_frames=audio_frames,
+                video_coords=video_coords,
+                audio_coords=audio_coords,
+                use_cross_timestep=True,
+                return_dict=False,
+            )
+            video_x0 = conditioned_x0(video, video_velocity.float(), sigma[i], token_mask, video_clean)
+            audio_x0 = audio - audio_velocity.float() * sigma[i]
+            video = euler_step(video, video_x0, sigma[i], sigma[i + 1])
+            audio = euler_step(audio, audio_x0, sigma[i], sigma[i + 1])
+            tracker.report(stage, i + 1, steps)
+        return video, audio
+
+    # ---- decoding -------------------------------------------------------------------------
+
+    def _decode_audio(self, audio_tokens: torch.Tensor, samples: int) -> np.ndarray:
+        """Audio tokens -> (2, samples) float32 at 48 kHz, padded or trimmed to the video's duration."""
+        c = self.components
+        mean, std = self._audio_stats()
+        tokens = audio_tokens * std + mean
+        mel_bins = c.audio_vae.config.mel_bins // c.audio_vae.mel_compression_ratio
+        latents = unpack_audio(tokens, mel_bins).to(self.dtype)
+        mel = c.audio_vae.decode(latents, return_dict=False)[0]
+        waveform = c.vocoder(mel)[0].float().cpu().numpy()
+        # The causal audio decoder yields 4L-3 mel frames: 30-50 ms short of the video. Pad with
+        # silence (or trim) to exactly the delivered duration.
+        fitted = np.zeros((waveform.shape[0], samples), dtype=np.float32)
+        keep = min(samples, waveform.shape[1])
+        fitted[:, :keep] = waveform[:, :keep]
+        return fitted
+
+    def _video_frames(self, latents: torch.Tensor, geometry: Geometry, tracker: _Tracker):
+        vae = self.components.vae
+        latents = self._denormalize(latents).to(self.dtype)
+        remaining = geometry.num_frames
+        windows = decode_windows(lambda z: vae.decode(z, return_dict=False)[0], latents, self.decode_window)
+        total = -(-latents.shape[2] // (self.decode_window or latents.shape[2]))
+        for index, chunk in enumerate(windows):
+            tracker.check()
+            frames = to_uint8_frames(chunk)[:remaining]
+            remaining -= len(frames)
+            tracker.report("decode", min(index + 1, total), total)
+            if len(frames):
+                yield frames
+
+    # ---- the job --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: VideoRequest,
+        image: bytes | Image.Image,
+        output: Path,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        image_crf: int | None = CONDITIONING_CRF,
+    ) -> GenerationResult:
+        """Run one job and write its MP4 to `output` (atomically). Raises `GenerationCancelled`."""
+        tracker = _Tracker(on_progress, should_cancel)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        passes_before = self.transformer_passes
+        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_RANGE)
+        try:
+            with torch.inference_mode():
+                tracker.check()
+                tracker.report("prepare", 0, 1)
+                start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
+                geometry = plan_geometry(request, start.width, start.height)
+                strength = request.image_strength
+                text = self.encode_prompt(request.prompt)
+                s1_w, s1_h = geometry.stage1_size
+                image1 = self.encode_image(start, s1_w, s1_h, image_crf)
+                image2 = self.encode_image(start, geometry.width, geometry.height, image_crf)
+                timings["prepare"] = time.perf_counter() - clock
+                tracker.report("prepare", 1, 1)
+
+                # Noise comes from one CPU generator, drawn in a fixed order, so a seed gives the
+                # same job on any device.
+                generator = torch.Generator("cpu").manual_seed(seed)
+                randn = lambda shape: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
+                c = self.components
+                channels = c.transformer.config.in_channels
+                audio_channels = c.audio_vae.config.latent_channels
+                audio_mel = c.audio_vae.config.mel_bins // c.audio_vae.mel_compression_ratio
+                audio_len = geometry.audio_latent_frames
+
+                # Stage 1: half size, from pure noise.
+                clock = time.perf_counter()
+                f, h1, w1 = geometry.latent_shape(1)
+                clean1 = torch.zeros(1, channels, f, h1, w1, device=self.device)
+                clean1[:, :, :1] = image1
+                mask1 = first_frame_mask(f, h1, w1, strength).to(self.device)
+                video_noise = pack_video(randn((1, channels, f, h1, w1)))
+                clean1 = pack_video(clean1)
+                video = noised_state(clean1, video_noise, mask1.unsqueeze(-1) * STAGE1_SIGMAS[0])
+                audio = pack_audio(randn((1, audio_channels, audio_len, audio_mel)))
+                video, audio = self._denoise(
+                    "stage1", STAGE1_SIGMAS, video, clean1, mask1, audio, text, (f, h1, w1), geometry, tracker
+                )
+                timings["stage1"] = time.perf_counter() - clock
+
+                # x2 latent upsampler on the un-normalized latent.
+                clock = time.perf_counter()
+                tracker.check()
+                upsampled = c.latent_upsampler(self._denormalize(unpack_video(video, f, h1, w1)).to(self.dtype))
+                upsampled = self._normalize(upsampled.float())
+                tracker.report("upsample", 1, 1)
+                timings["upsample"] = time.perf_counter() - clock
+
+                # Stage 2: full size, re-noised to the first stage-2 sigma, image conditioned again.
+                clock = time.perf_counter()
+                f, h2, w2 = geometry.latent_shape(2)
+                upsampled[:, :, :1] = image2
+                clean2 = pack_video(upsampled)
+                mask2 = first_frame_mask(f, h2, w2, strength).to(self.device)
+                video_noise = pack_video(randn((1, channels, f, h2, w2)))
+                video = noised_state(clean2, video_noise, mask2.unsqueeze(-1) * STAGE2_SIGMAS[0])
+                audio = noised_state(audio, randn(tuple(audio.shape)), STAGE2_SIGMAS[0])
+                video, audio = self._denoise(
+                    "stage2", STAGE2_SIGMAS, video, clean2, mask2, audio, text, (f, h2, w2), geometry, tracker
+                )
+                timings["stage2"] = time.perf_counter() - clock
+
+                # Decode: audio first (small), then video streamed window by window into ffmpeg.
+                clock = time.perf_counter()
+                waveform = None
+                if request.generate_audio:
+                    waveform = self._decode_audio(audio, geometry.audio_samples(OUTPUT_SAMPLE_RATE))
+                del audio, clean1, clean2, upsampled, video_noise
+                frames = self._video_frames(unpack_video(video, f, h2, w2), geometry, tracker)
+                path = write_mp4(
+                    output, frames, geometry.width, geometry.height, geometry.fps,
+                    request.video_quality, waveform, OUTPUT_SAMPLE_RATE, self.encoder_threads,
+                )
+                timings["decode_and_encode"] = time.perf_counter() - clock
+        finally:
+            self._release()
+        return GenerationResult(
+            path=path,
+            seed=seed,
+            width=geometry.width,
+            height=geometry.height,
+            num_frames=geometry.num_frames,
+            fps=geometry.fps,
+            has_audio=request.generate_audio,
+            transformer_passes=self.transformer_passes - passes_before,
+            timings=timings,
+        )
+
+    def _release(self) -> None:
+        """Return a job's tensors to the allocator (after success, cancel or error alike)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+assert PASSES_PER_JOB == 11

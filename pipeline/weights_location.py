@@ -1,0 +1,65 @@
+"""Which weights a process loads: `auto`, `tiny` or a directory, and where they live by default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.components import MODEL_INDEX, WeightsError
+from pipeline.tiny import TINY_LABEL, ensure_tiny_model
+
+TINY_NOTICE = (
+    f"NOTICE: running the {TINY_LABEL}. Outputs are noise. "
+    "Pull real weights with `ltx-server weights pull` and run on a GPU for real video."
+)
+
+
+def default_data_dir() -> Path:
+    """`$LTX_DATA_DIR`, else ./data: jobs, results and the tiny model's cache live here."""
+    return Path(os.environ.get("LTX_DATA_DIR", "data")).resolve()
+
+
+def default_weights_dir(data_dir: Path | None = None) -> Path:
+    """`$LTX_WEIGHTS_DIR`, else <data dir>/weights/ltx-2.3: where `weights pull` puts real weights."""
+    env = os.environ.get("LTX_WEIGHTS_DIR")
+    return Path(env).resolve() if env else (data_dir or default_data_dir()) / "weights" / "ltx-2.3"
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """The directory to load, the device to run on and whether it is the smoke-test model."""
+
+    path: Path
+    device: str
+    smoke_test: bool
+    notice: str | None = None
+
+
+def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None = None) -> WeightsChoice:
+    """Turn `--weights auto|tiny|PATH` into a concrete choice.
+
+    `auto` picks the real weights when a GPU and the weights directory are both present,
+    otherwise the tiny model with a loud notice.
+    """
+    data_dir = data_dir or default_data_dir()
+    has_gpu = torch.cuda.is_available()
+    device = device or ("cuda" if has_gpu else "cpu")
+    if spec == "tiny":
+        return WeightsChoice(ensure_tiny_model(data_dir / "cache"), device, True, TINY_NOTICE)
+    if spec == "auto":
+        real = default_weights_dir(data_dir)
+        if has_gpu and (real / MODEL_INDEX).is_file():
+            return WeightsChoice(real, device, False)
+        why = "no GPU is visible" if not has_gpu else f"no weights at {real}"
+        tiny = ensure_tiny_model(data_dir / "cache")
+        return WeightsChoice(tiny, device, True, f"{TINY_NOTICE} (auto: {why})")
+    path = Path(spec).expanduser().resolve()
+    if not (path / MODEL_INDEX).is_file():
+        raise WeightsError(f"--weights {spec}: {path} has no {MODEL_INDEX}; use auto, tiny or a weights directory")
+    import json
+
+    smoke = bool(json.loads((path / MODEL_INDEX).read_text()).get("smoke_test"))
+    return WeightsChoice(path, device, smoke, TINY_NOTICE if smoke else None)
