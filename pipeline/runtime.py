@@ -107,6 +107,16 @@ class _Tracker:
 
 
 @dataclass
+class Denoised:
+    """The denoised latents of a job, before decoding."""
+
+    video: torch.Tensor  # (1, C, F, H/32, W/32), normalized
+    audio: torch.Tensor  # (1, L, C*M) tokens, normalized
+    image_latent: torch.Tensor  # the stage-2 conditioning latent of the start image (1, C, 1, h, w)
+    geometry: Geometry
+
+
+@dataclass
 class _Text:
     video: torch.Tensor
     audio: torch.Tensor
@@ -294,6 +304,76 @@ class VideoGenerator:
 
     # ---- the job --------------------------------------------------------------------------
 
+    def denoise(
+        self,
+        request: VideoRequest,
+        image: bytes | Image.Image,
+        seed: int,
+        tracker: _Tracker | None = None,
+        image_crf: int | None = CONDITIONING_CRF,
+        timings: dict[str, float] | None = None,
+    ) -> Denoised:
+        """Both stages of the distilled workflow: the final (normalized) video and audio latents."""
+        tracker = tracker or _Tracker(None, None)
+        timings = timings if timings is not None else {}
+        clock = time.perf_counter()
+        tracker.check()
+        tracker.report("prepare", 0, 1)
+        start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
+        geometry = plan_geometry(request, start.width, start.height)
+        strength = request.image_strength
+        text = self.encode_prompt(request.prompt)
+        s1_w, s1_h = geometry.stage1_size
+        image1 = self.encode_image(start, s1_w, s1_h, image_crf)
+        image2 = self.encode_image(start, geometry.width, geometry.height, image_crf)
+        timings["prepare"] = time.perf_counter() - clock
+        tracker.report("prepare", 1, 1)
+
+        # Noise comes from one CPU generator, drawn in a fixed order, so a seed gives the same
+        # job on any device.
+        generator = torch.Generator("cpu").manual_seed(seed)
+        randn = lambda shape: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
+        c = self.components
+        channels = c.transformer.config.in_channels
+        audio_channels = c.audio_vae.config.latent_channels
+        audio_mel = c.audio_vae.config.mel_bins // c.audio_vae.mel_compression_ratio
+
+        # Stage 1: half size, from pure noise.
+        clock = time.perf_counter()
+        f, h1, w1 = geometry.latent_shape(1)
+        clean = torch.zeros(1, channels, f, h1, w1, device=self.device)
+        clean[:, :, :1] = image1
+        clean = pack_video(clean)
+        mask = first_frame_mask(f, h1, w1, strength).to(self.device)
+        video = noised_state(clean, pack_video(randn((1, channels, f, h1, w1))), mask.unsqueeze(-1) * STAGE1_SIGMAS[0])
+        audio = pack_audio(randn((1, audio_channels, geometry.audio_latent_frames, audio_mel)))
+        video, audio = self._denoise(
+            "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker
+        )
+        timings["stage1"] = time.perf_counter() - clock
+
+        # x2 latent upsampler on the un-normalized latent.
+        clock = time.perf_counter()
+        tracker.check()
+        upsampled = c.latent_upsampler(self._denormalize(unpack_video(video, f, h1, w1)).to(self.dtype))
+        upsampled = self._normalize(upsampled.float())
+        tracker.report("upsample", 1, 1)
+        timings["upsample"] = time.perf_counter() - clock
+
+        # Stage 2: full size, re-noised to the first stage-2 sigma, image conditioned again.
+        clock = time.perf_counter()
+        f, h2, w2 = geometry.latent_shape(2)
+        upsampled[:, :, :1] = image2
+        clean = pack_video(upsampled)
+        mask = first_frame_mask(f, h2, w2, strength).to(self.device)
+        video = noised_state(clean, pack_video(randn((1, channels, f, h2, w2))), mask.unsqueeze(-1) * STAGE2_SIGMAS[0])
+        audio = noised_state(audio, randn(tuple(audio.shape)), STAGE2_SIGMAS[0])
+        video, audio = self._denoise(
+            "stage2", STAGE2_SIGMAS, video, clean, mask, audio, text, (f, h2, w2), geometry, tracker
+        )
+        timings["stage2"] = time.perf_counter() - clock
+        return Denoised(unpack_video(video, f, h2, w2), audio, image2, geometry)
+
     def generate(
         self,
         request: VideoRequest,
@@ -306,77 +386,19 @@ class VideoGenerator:
         """Run one job and write its MP4 to `output` (atomically). Raises `GenerationCancelled`."""
         tracker = _Tracker(on_progress, should_cancel)
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
         passes_before = self.transformer_passes
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_RANGE)
         try:
             with torch.inference_mode():
-                tracker.check()
-                tracker.report("prepare", 0, 1)
-                start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
-                geometry = plan_geometry(request, start.width, start.height)
-                strength = request.image_strength
-                text = self.encode_prompt(request.prompt)
-                s1_w, s1_h = geometry.stage1_size
-                image1 = self.encode_image(start, s1_w, s1_h, image_crf)
-                image2 = self.encode_image(start, geometry.width, geometry.height, image_crf)
-                timings["prepare"] = time.perf_counter() - clock
-                tracker.report("prepare", 1, 1)
-
-                # Noise comes from one CPU generator, drawn in a fixed order, so a seed gives the
-                # same job on any device.
-                generator = torch.Generator("cpu").manual_seed(seed)
-                randn = lambda shape: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
-                c = self.components
-                channels = c.transformer.config.in_channels
-                audio_channels = c.audio_vae.config.latent_channels
-                audio_mel = c.audio_vae.config.mel_bins // c.audio_vae.mel_compression_ratio
-                audio_len = geometry.audio_latent_frames
-
-                # Stage 1: half size, from pure noise.
-                clock = time.perf_counter()
-                f, h1, w1 = geometry.latent_shape(1)
-                clean1 = torch.zeros(1, channels, f, h1, w1, device=self.device)
-                clean1[:, :, :1] = image1
-                mask1 = first_frame_mask(f, h1, w1, strength).to(self.device)
-                video_noise = pack_video(randn((1, channels, f, h1, w1)))
-                clean1 = pack_video(clean1)
-                video = noised_state(clean1, video_noise, mask1.unsqueeze(-1) * STAGE1_SIGMAS[0])
-                audio = pack_audio(randn((1, audio_channels, audio_len, audio_mel)))
-                video, audio = self._denoise(
-                    "stage1", STAGE1_SIGMAS, video, clean1, mask1, audio, text, (f, h1, w1), geometry, tracker
-                )
-                timings["stage1"] = time.perf_counter() - clock
-
-                # x2 latent upsampler on the un-normalized latent.
-                clock = time.perf_counter()
-                tracker.check()
-                upsampled = c.latent_upsampler(self._denormalize(unpack_video(video, f, h1, w1)).to(self.dtype))
-                upsampled = self._normalize(upsampled.float())
-                tracker.report("upsample", 1, 1)
-                timings["upsample"] = time.perf_counter() - clock
-
-                # Stage 2: full size, re-noised to the first stage-2 sigma, image conditioned again.
-                clock = time.perf_counter()
-                f, h2, w2 = geometry.latent_shape(2)
-                upsampled[:, :, :1] = image2
-                clean2 = pack_video(upsampled)
-                mask2 = first_frame_mask(f, h2, w2, strength).to(self.device)
-                video_noise = pack_video(randn((1, channels, f, h2, w2)))
-                video = noised_state(clean2, video_noise, mask2.unsqueeze(-1) * STAGE2_SIGMAS[0])
-                audio = noised_state(audio, randn(tuple(audio.shape)), STAGE2_SIGMAS[0])
-                video, audio = self._denoise(
-                    "stage2", STAGE2_SIGMAS, video, clean2, mask2, audio, text, (f, h2, w2), geometry, tracker
-                )
-                timings["stage2"] = time.perf_counter() - clock
-
+                result = self.denoise(request, image, seed, tracker, image_crf, timings)
+                geometry = result.geometry
                 # Decode: audio first (small), then video streamed window by window into ffmpeg.
                 clock = time.perf_counter()
                 waveform = None
                 if request.generate_audio:
-                    waveform = self._decode_audio(audio, geometry.audio_samples(OUTPUT_SAMPLE_RATE))
-                del audio, clean1, clean2, upsampled, video_noise
-                frames = self._video_frames(unpack_video(video, f, h2, w2), geometry, tracker)
+                    waveform = self._decode_audio(result.audio, geometry.audio_samples(OUTPUT_SAMPLE_RATE))
+                frames = self._video_frames(result.video, geometry, tracker)
+                del result
                 path = write_mp4(
                     output, frames, geometry.width, geometry.height, geometry.fps,
                     request.video_quality, waveform, OUTPUT_SAMPLE_RATE, self.encoder_threads,
