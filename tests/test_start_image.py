@@ -1,0 +1,65 @@
+"""Start image decoding, orientation, cover-crop and the H.264 round trip."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import png_bytes
+from pipeline.start_image import StartImageError, cover_crop, decode_start_image, h264_round_trip
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_accepted_formats_decode_to_rgb(fmt):
+    image = decode_start_image(png_bytes(40, 30, fmt=fmt))
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+def test_rgba_and_palette_become_rgb():
+    assert decode_start_image(png_bytes(8, 8, mode="RGBA")).mode == "RGB"
+    assert decode_start_image(png_bytes(8, 8, mode="P")).mode == "RGB"
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    assert decode_start_image(buffer.getvalue()).size == (20, 40)
+
+
+def test_other_formats_are_refused_with_a_sentence():
+    with pytest.raises(StartImageError, match="GIF; use PNG, JPEG or WebP"):
+        decode_start_image(png_bytes(8, 8, mode="P", fmt="GIF"))
+
+
+def test_garbage_is_refused():
+    with pytest.raises(StartImageError, match="could not be decoded"):
+        decode_start_image(b"definitely not an image")
+
+
+def test_truncated_image_is_refused():
+    with pytest.raises(StartImageError, match="could not be decoded"):
+        decode_start_image(png_bytes(64, 64)[:200])
+
+
+def test_cover_crop_fills_and_centres():
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    pixels[:, 100:200] = 255  # a white centre third
+    image = Image.fromarray(pixels)
+    cropped = cover_crop(image, 64, 64)
+    assert cropped.shape == (64, 64, 3)
+    assert cropped[:, 8:56].mean() > 250  # the centre survives the crop
+    wide = cover_crop(image, 128, 32)
+    assert wide.shape == (32, 128, 3)
+
+
+def test_h264_round_trip_compresses_but_keeps_the_picture():
+    frame = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    smooth = np.broadcast_to(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 96, 3)).copy()
+    noisy_out, smooth_out = h264_round_trip(frame), h264_round_trip(smooth)
+    assert noisy_out.shape == frame.shape and noisy_out.dtype == np.uint8
+    assert not np.array_equal(noisy_out, frame)  # CRF 33 is lossy
+    assert np.abs(smooth_out.astype(int) - smooth).mean() < 4  # but a smooth picture survives
