@@ -1,0 +1,455 @@
+"""weights.lock: pin, download and verify every file the real runtime loads.
+
+The lock is JSON (readable, diff-able, written back by `weights lock` with the standard library):
+
+    {
+      "format": 1,
+      "files": [                      # pinned files: what `pull` downloads and `verify` checks
+        {"variant": "diffusers", "repo": "owner/name", "revision": "<40-hex commit>",
+         "file": "path/in/repo", "dir": "local/subfolder", "size": 123, "sha256": "<64-hex>"}
+      ],
+      "patterns": [                   # not yet pinned: `weights lock` expands them into files
+        {"variant": "diffusers", "repo": "owner/name", "revision": null | "<commit>",
+         "include": ["transformer/*", ...], "dir": ""}
+      ]
+    }
+
+A file lands at `<weights dir>/<dir>/<file>` (exactly where `hf_hub_download(local_dir=...)`
+puts it). `null` means "not known yet": `weights lock` (run where the hub is reachable) resolves
+revisions to commits and fills sizes and sha256 from the hub API. `pull` refuses unpinned
+entries, so what lands on disk is always what the lock names.
+
+Hashing 46 GB takes minutes, so verified results are cached in `<weights dir>/.verified.json`
+keyed by (path, size, mtime_ns): a file that was not touched since it was verified is not
+re-hashed; any write changes its mtime and forces a new hash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOCK_FORMAT = 1
+LOCK_NAME = "weights.lock"  # also the name of the copy `pull` leaves in the weights directory
+CACHE_NAME = ".verified.json"
+DEFAULT_VARIANT = "diffusers"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HASH_CHUNK = 16 * 1024 * 1024
+
+
+class LockError(ValueError):
+    """A lock file that cannot be used; the message says which entry and why."""
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    """One pinned file: where it comes from, where it goes and what it must be."""
+
+    repo: str
+    revision: str | None
+    file: str
+    dir: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    variant: str = DEFAULT_VARIANT
+
+    @property
+    def target(self) -> str:
+        """Path relative to the weights directory."""
+        return f"{self.dir.strip('/')}/{self.file}" if self.dir.strip("/") else self.file
+
+    @property
+    def pinned(self) -> bool:
+        return bool(
+            self.revision and _COMMIT.match(self.revision) and self.size is not None
+            and self.sha256 and _SHA256.match(self.sha256)
+        )
+
+
+@dataclass(frozen=True)
+class LockedPattern:
+    """Files of a repo not pinned yet: expanded into `LockedFile`s by `resolve_lock`."""
+
+    repo: str
+    revision: str | None
+    include: tuple[str, ...]
+    dir: str = ""
+    variant: str = DEFAULT_VARIANT
+
+
+@dataclass
+class Lock:
+    files: list[LockedFile] = field(default_factory=list)
+    patterns: list[LockedPattern] = field(default_factory=list)
+
+    def select(self, variant: str | None = DEFAULT_VARIANT) -> list[LockedFile]:
+        """The files of one variant (all of them for `None`)."""
+        return [f for f in self.files if variant is None or f.variant == variant]
+
+    def variants(self) -> list[str]:
+        return sorted({f.variant for f in self.files} | {p.variant for p in self.patterns})
+
+    def to_json(self) -> str:
+        data = {
+            "format": LOCK_FORMAT,
+            "files": [asdict(f) for f in self.files],
+            "patterns": [{**asdict(p), "include": list(p.include)} for p in self.patterns],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+
+def parse_lock(text: str, source: str = LOCK_NAME) -> Lock:
+    """Parse and validate lock text; every problem names the entry it is in."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LockError(f"{source}: not valid JSON ({exc})") from exc
+    if data.get("format") != LOCK_FORMAT:
+        raise LockError(f"{source}: unsupported format {data.get('format')!r} (expected {LOCK_FORMAT})")
+    files, targets = [], set()
+    for i, raw in enumerate(data.get("files", [])):
+        where = f"{source}: files[{i}]"
+        try:
+            entry = LockedFile(**raw)
+        except TypeError as exc:
+            raise LockError(f"{where}: {exc}") from exc
+        if entry.revision is not None and not _COMMIT.match(entry.revision):
+            raise LockError(f"{where}: revision {entry.revision!r} is not a 40-hex commit (branches drift)")
+        if entry.sha256 is not None and not _SHA256.match(entry.sha256):
+            raise LockError(f"{where}: sha256 {entry.sha256!r} is not 64 lowercase hex digits")
+        if Path(entry.target).is_absolute() or ".." in Path(entry.target).parts:
+            raise LockError(f"{where}: target {entry.target!r} escapes the weights directory")
+        if (entry.variant, entry.target) in targets:
+            raise LockError(f"{where}: {entry.target} is listed twice")
+        targets.add((entry.variant, entry.target))
+        files.append(entry)
+    patterns = []
+    for i, raw in enumerate(data.get("patterns", [])):
+        try:
+            patterns.append(LockedPattern(**{**raw, "include": tuple(raw.get("include", ()))}))
+        except TypeError as exc:
+            raise LockError(f"{source}: patterns[{i}]: {exc}") from exc
+    return Lock(files, patterns)
+
+
+def read_lock(path: Path) -> Lock:
+    path = Path(path)
+    if not path.is_file():
+        raise LockError(f"{path}: no such lock file")
+    return parse_lock(path.read_text(), str(path))
+
+
+def default_lock_path() -> Path:
+    """`$LTX_WEIGHTS_LOCK`, else the `weights.lock` at the top of the source tree."""
+    env = os.environ.get("LTX_WEIGHTS_LOCK")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / LOCK_NAME
+
+
+# ---- hashing and verification --------------------------------------------------------------
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return h.hexdigest()
+
+
+class HashCache:
+    """sha256 of files keyed by (relative path, size, mtime_ns), stored next to the weights."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / CACHE_NAME
+        try:
+            self._data: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self._data = {}  # missing or damaged cache: just hash again
+        self.hashed: list[str] = []  # files actually read this run (tests and logs use it)
+
+    def sha256(self, rel: str, progress: Callable[[int], None] | None = None) -> str:
+        full = self.path.parent / rel
+        st = full.stat()
+        hit = self._data.get(rel)
+        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+            return str(hit["sha256"])
+        digest = sha256_file(full, progress)
+        self.hashed.append(rel)
+        self._data[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        return digest
+
+    def forget(self, rel: str) -> None:
+        self._data.pop(rel, None)
+
+    def save(self) -> None:
+        try:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only weights volume: verification still works, only slower next time
+
+
+@dataclass(frozen=True)
+class Problem:
+    target: str
+    kind: str  # missing | size | sha256 | unpinned
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    checked: list[str]
+    problems: list[Problem]
+    hashed: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def message(self, root: Path) -> str:
+        if self.ok:
+            return f"{root}: {len(self.checked)} files match the lock"
+        lines = [f"{root}: {len(self.problems)} of {len(self.checked)} files do not match the lock:"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _tqdm_progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False, disable=total < 1 << 30)
+
+
+def verify_files(root: Path, files: Iterable[LockedFile], show_progress: bool = False) -> VerifyReport:
+    """Check each file's presence, size, then sha256 (cached); every mismatch is named."""
+    root = Path(root)
+    cache = HashCache(root)
+    checked, problems = [], []
+    for entry in files:
+        rel = entry.target
+        checked.append(rel)
+        path = root / rel
+        if not path.is_file():
+            problems.append(Problem(rel, "missing", "missing"))
+            continue
+        size = path.stat().st_size
+        if entry.size is not None and size != entry.size:
+            why = "truncated" if size < entry.size else "too long"
+            problems.append(Problem(rel, "size", f"size {size:,} bytes, lock says {entry.size:,} ({why})"))
+            continue
+        if not entry.sha256:
+            problems.append(Problem(rel, "unpinned", "sha256 not pinned in the lock (run `ltx-server weights lock`)"))
+            continue
+        bar = _tqdm_progress(size, f"sha256 {rel}") if show_progress else None
+        digest = cache.sha256(rel, bar.update if bar else None)
+        if bar:
+            bar.close()
+        if digest != entry.sha256:
+            cache.forget(rel)
+            problems.append(Problem(rel, "sha256", f"sha256 {digest[:16]}… does not match the lock's {entry.sha256[:16]}…"))
+    cache.save()
+    return VerifyReport(checked, problems, cache.hashed)
+
+
+def verify_directory(root: Path, lock: Lock | None = None, variant: str | None = DEFAULT_VARIANT) -> VerifyReport:
+    """Verify `root` against `lock`, or against the lock copy `pull` left in it."""
+    lock = lock or read_lock(Path(root) / LOCK_NAME)
+    return verify_files(root, lock.select(variant))
+
+
+def require_verified(root: Path) -> VerifyReport | None:
+    """Refuse to load a weights directory whose files do not match its lock.
+
+    Directories without a `weights.lock` copy (the tiny model, hand-made layouts) are not
+    checked and give `None`. Raises `pipeline.components.WeightsError` naming each bad file.
+    """
+    from pipeline.components import WeightsError
+
+    if not (Path(root) / LOCK_NAME).is_file():
+        return None
+    lock = read_lock(Path(root) / LOCK_NAME)
+    variant = DEFAULT_VARIANT if lock.select(DEFAULT_VARIANT) else None
+    report = verify_directory(root, lock, variant)
+    if not report.ok:
+        raise WeightsError(report.message(Path(root)) + "\nRe-run `ltx-server weights pull` to repair.")
+    return report
+
+
+# ---- pulling ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PullReport:
+    downloaded: list[str]
+    skipped: list[str]
+    verify: VerifyReport
+
+
+def _download(entry: LockedFile, root: Path, endpoint: str | None, token: str | None, force: bool) -> None:
+    # hf_hub_download gives us: HF_TOKEN / HF_HUB_OFFLINE handling, a tqdm progress bar, Xet
+    # storage when available, and in-process resume (a dropped connection continues with an
+    # HTTP Range request). Files land at <root>/<dir>/<file>, bypassing the shared HF cache
+    # so 46 GB are not stored twice.
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(
+        repo_id=entry.repo,
+        filename=entry.file,
+        revision=entry.revision,
+        local_dir=root / entry.dir if entry.dir else root,
+        endpoint=endpoint,
+        token=token,
+        force_download=force,
+    )
+
+
+def pull(
+    lock: Lock,
+    root: Path,
+    variant: str = DEFAULT_VARIANT,
+    endpoint: str | None = None,
+    token: str | None = None,
+    downloader: Callable[[LockedFile, Path, str | None, str | None, bool], None] = _download,
+) -> PullReport:
+    """Download every file of `variant` that is missing or wrong, then verify them all.
+
+    Files that already verify are skipped (cheaply, thanks to the hash cache), so an
+    interrupted pull is continued by running it again. A file that still mismatches after a
+    forced re-download is reported, never silently kept.
+    """
+    from pipeline.components import WeightsError
+
+    root = Path(root)
+    files = lock.select(variant)
+    pending = [p for p in lock.patterns if p.variant == variant]
+    if not files and not pending:
+        raise LockError(f"the lock has no files for variant {variant!r} (variants: {', '.join(lock.variants())})")
+    unpinned = [f.target for f in files if not f.pinned]
+    if unpinned or pending:
+        names = unpinned + [f"{p.repo}:{','.join(p.include)}" for p in pending]
+        raise LockError(
+            f"{len(names)} entries are not pinned yet ({', '.join(names[:4])}{'…' if len(names) > 4 else ''}); "
+            "run `ltx-server weights lock` where the hub is reachable"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    before = verify_files(root, files)
+    bad = {p.target for p in before.problems}
+    downloaded = []
+    for entry in files:
+        if entry.target not in bad:
+            continue
+        target = root / entry.target
+        force = target.exists()  # present but wrong: do not let the downloader trust it
+        if force:
+            target.unlink()
+        _run_downloader(downloader, entry, root, endpoint, token, force)
+        downloaded.append(entry.target)
+    # Keep a copy of the lock with the weights: `verify` and the runtime check against it.
+    (root / LOCK_NAME).write_text(Lock(files=files).to_json())
+    after = verify_files(root, files)
+    if not after.ok:
+        raise WeightsError(after.message(root))
+    return PullReport(downloaded, [f.target for f in files if f.target not in bad], after)
+
+
+def _run_downloader(downloader, entry, root, endpoint, token, force) -> None:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    from pipeline.components import WeightsError
+
+    try:
+        downloader(entry, root, endpoint, token, force)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise WeightsError(
+            f"{entry.target}: not on disk and cannot be downloaded offline (HF_HUB_OFFLINE is set or the hub "
+            f"is unreachable): {exc}"
+        ) from exc
+    except Exception as exc:  # GatedRepoError, HTTP errors...: one clear line naming the file
+        hint = " (gated repo: accept its license on huggingface.co and set HF_TOKEN)" if "gated" in str(
+            type(exc).__name__
+        ).lower() or "401" in str(exc) or "403" in str(exc) else ""
+        raise WeightsError(f"{entry.target}: download from {entry.repo} failed: {exc}{hint}") from exc
+
+
+# ---- locking ---------------------------------------------------------------------------------
+
+
+def lock_from_directory(root: Path, repo: str, revision: str, variant: str = DEFAULT_VARIANT) -> Lock:
+    """A fully pinned lock for every file under `root`, as if `root` were `repo` at `revision`."""
+    root = Path(root)
+    files = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in (LOCK_NAME, CACHE_NAME) or ".cache" in Path(rel).parts:  # hub download metadata
+            continue
+        files.append(LockedFile(repo, revision, rel, "", path.stat().st_size, sha256_file(path), variant))
+    return Lock(files=files)
+
+
+def resolve_lock(lock: Lock, endpoint: str | None = None, token: str | None = None, api: Any = None) -> Lock:
+    """Pin everything the hub can tell: commits for revisions, files for patterns, size and sha256.
+
+    Uses `HfApi.model_info(files_metadata=True)`: LFS files carry their sha256 there; small
+    non-LFS files (configs, tokenizer JSON) are downloaded to a temporary folder and hashed.
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = api or HfApi(endpoint=endpoint, token=token)
+    infos: dict[tuple[str, str | None], Any] = {}
+
+    def info(repo: str, revision: str | None):
+        key = (repo, revision)
+        if key not in infos:
+            infos[key] = api.model_info(repo, revision=revision or "main", files_metadata=True)
+        return infos[key]
+
+    def pin(entry: LockedFile, tmp: Path) -> LockedFile:
+        meta = info(entry.repo, entry.revision)
+        sibling = next((s for s in meta.siblings or [] if s.rfilename == entry.file), None)
+        if sibling is None:
+            raise LockError(f"{entry.repo}@{meta.sha}: has no file {entry.file}")
+        size = sibling.lfs.size if sibling.lfs else sibling.size
+        sha = sibling.lfs.sha256 if sibling.lfs else None
+        if sha is None:
+            local = hf_hub_download(entry.repo, entry.file, revision=meta.sha, local_dir=tmp, endpoint=endpoint,
+                                    token=token)
+            sha, size = sha256_file(Path(local)), Path(local).stat().st_size
+        if entry.sha256 and entry.sha256 != sha:
+            raise LockError(f"{entry.target}: the hub's sha256 {sha} differs from the lock's {entry.sha256}")
+        return LockedFile(entry.repo, meta.sha, entry.file, entry.dir, size, sha, entry.variant)
+
+    files: list[LockedFile] = []
+    with tempfile.TemporaryDirectory(prefix="ltx-lock-") as tmp:
+        for entry in lock.files:
+            files.append(entry if entry.pinned else pin(entry, Path(tmp)))
+        known = {(f.variant, f.target) for f in files}
+        for pattern in lock.patterns:
+            meta = info(pattern.repo, pattern.revision)
+            available = [s.rfilename for s in meta.siblings or []]
+            names: list[str] = []
+            for glob in pattern.include:
+                matched = sorted(n for n in available if fnmatch.fnmatch(n, glob))
+                if not matched:  # a missing component folder must fail here, not at load time
+                    raise LockError(f"{pattern.repo}@{meta.sha}: no file matches {glob!r}")
+                names += [n for n in matched if n not in names]
+            for name in names:
+                entry = LockedFile(pattern.repo, meta.sha, name, pattern.dir, None, None, pattern.variant)
+                if (entry.variant, entry.target) not in known:
+                    files.append(pin(entry, Path(tmp)))
+                    known.add((entry.variant, entry.target))
+    return Lock(files=files)

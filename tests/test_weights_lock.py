@@ -1,0 +1,300 @@
+"""weights.lock: pull / verify / lock against a local stand-in for the Hugging Face hub.
+
+The stand-in is an HTTP server on 127.0.0.1 that serves the hub's `resolve` URLs (HEAD and
+ranged GET, with the `X-Repo-Commit` and `ETag` headers `hf_hub_download` reads) and the
+`/api/models/.../revision/...` listing `HfApi.model_info` reads, from a directory holding the
+tiny model. So `pull` runs the real download path: huggingface_hub, HTTP, resume, progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline.components import WeightsError
+from pipeline.tiny import build_tiny_model
+from pipeline.weights_lock import (
+    CACHE_NAME,
+    LOCK_NAME,
+    Lock,
+    LockedFile,
+    LockedPattern,
+    LockError,
+    parse_lock,
+    pull,
+    read_lock,
+    require_verified,
+    resolve_lock,
+    verify_directory,
+    verify_files,
+)
+
+REPO = "test-org/tiny-ltx"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.drop_once: set[str] = set()  # files whose first GET breaks off half-way
+        self.fail: set[str] = set()  # files that always answer 500
+        self.gets: list[tuple[str, str | None]] = []  # (file, Range header)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def _resolve(self) -> Path | None:
+        prefix = f"/{REPO}/resolve/{COMMIT}/"
+        if not self.path.startswith(prefix):
+            return None
+        path = self.server.root / self.path[len(prefix):]
+        return path if path.is_file() else None
+
+    def _head(self, path: Path, length: int, status: int = 200, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"')
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        path = self._resolve()
+        if path is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._head(path, path.stat().st_size)
+
+    def do_GET(self) -> None:
+        if self.path.startswith(f"/api/models/{REPO}/revision/"):
+            return self._api()
+        path = self._resolve()
+        if path is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        rel = path.relative_to(self.server.root).as_posix()
+        rng = self.headers.get("Range")
+        self.server.gets.append((rel, rng))
+        if rel in self.server.fail:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = path.read_bytes()
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        body = data[start:]
+        if rng:
+            extra = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+            self._head(path, len(body), 206, extra)
+        else:
+            self._head(path, len(body))
+        if rel in self.server.drop_once and not rng:
+            self.server.drop_once.discard(rel)
+            self.wfile.write(body[: len(body) // 2])  # then hang up mid-body
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def _api(self) -> None:
+        siblings = []
+        for path in sorted(p for p in self.server.root.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.server.root).as_posix()
+            sibling = {"rfilename": rel, "size": path.stat().st_size}
+            if rel.endswith(".safetensors"):  # like the hub: LFS files carry their sha256
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                sibling["lfs"] = {"size": path.stat().st_size, "sha256": digest, "pointerSize": 134}
+            siblings.append(sibling)
+        body = json.dumps({"id": REPO, "sha": COMMIT, "siblings": siblings}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("hub") / "tiny")
+
+
+@pytest.fixture
+def hub(tiny_repo):
+    server = FakeHub(tiny_repo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny_lock(tiny_repo) -> Lock:
+    from pipeline.weights_lock import lock_from_directory
+
+    return lock_from_directory(tiny_repo, REPO, COMMIT)
+
+
+def _biggest(lock: Lock) -> LockedFile:
+    return max(lock.files, key=lambda f: f.size or 0)
+
+
+def test_repo_lock_parses_and_pins_known_files():
+    lock = read_lock(Path(__file__).resolve().parent.parent / LOCK_NAME)
+    single = {f.file: f for f in lock.select("single-file")}
+    distilled = single["ltx-2.3-22b-distilled-1.1.safetensors"]
+    assert distilled.pinned and distilled.size == 46_149_345_334
+    assert distilled.sha256.startswith("b33b7fe4")
+    # What is not known here stays explicitly unknown, to be resolved by `weights lock`.
+    unresolved = [p for p in lock.patterns if p.variant == "diffusers"]
+    assert any(p.repo == "diffusers/LTX-2.3-Distilled-Diffusers" and p.revision is None for p in unresolved)
+    with pytest.raises(LockError, match="not pinned"):
+        pull(lock, Path("/nonexistent"), variant="diffusers")
+
+
+def test_lock_rejects_branches_and_escaping_paths():
+    good = {"repo": "a/b", "revision": COMMIT, "file": "x", "size": 1, "sha256": "0" * 64}
+    with pytest.raises(LockError, match="40-hex commit"):
+        parse_lock(json.dumps({"format": 1, "files": [{**good, "revision": "main"}]}))
+    with pytest.raises(LockError, match="escapes"):
+        parse_lock(json.dumps({"format": 1, "files": [{**good, "file": "../../etc/passwd"}]}))
+    text = Lock(files=[LockedFile(**good)]).to_json()
+    assert parse_lock(text).files == [LockedFile(**good)]
+
+
+def test_pull_downloads_then_verifies(hub, tiny_lock, tiny_repo, tmp_path):
+    dest = tmp_path / "weights"
+    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    assert sorted(report.downloaded) == sorted(f.target for f in tiny_lock.files)
+    assert report.verify.ok
+    for entry in tiny_lock.files:
+        assert (dest / entry.target).read_bytes() == (tiny_repo / entry.target).read_bytes()
+    assert (dest / LOCK_NAME).is_file() and (dest / CACHE_NAME).is_file()
+    # The pulled directory loads like any weights directory, and the runtime's check passes.
+    assert require_verified(dest).ok
+    # A second pull has nothing to do and, thanks to the cache, hashes nothing.
+    hub.gets.clear()
+    again = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    assert again.downloaded == [] and hub.gets == []
+    assert again.verify.hashed == []
+
+
+def test_verify_names_corrupted_missing_and_truncated_files(hub, tiny_lock, tmp_path):
+    dest = tmp_path / "weights"
+    pull(tiny_lock, dest, endpoint=hub.endpoint)
+    files = sorted(tiny_lock.files, key=lambda f: f.size or 0, reverse=True)
+    corrupted, truncated, missing = files[0], files[1], files[2]
+    # One flipped byte, same size: only the hash can tell, so the cache must not hide it.
+    path = dest / corrupted.target
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    t = dest / truncated.target
+    t.write_bytes(t.read_bytes()[:-10])
+    (dest / missing.target).unlink()
+
+    report = verify_directory(dest)
+    kinds = {p.target: p.kind for p in report.problems}
+    assert kinds == {corrupted.target: "sha256", truncated.target: "size", missing.target: "missing"}
+    message = report.message(dest)
+    for entry in (corrupted, truncated, missing):
+        assert entry.target in message
+    assert "truncated" in message
+    # The runtime refuses to load it, with the same message.
+    with pytest.raises(WeightsError, match="do not match the lock"):
+        require_verified(dest)
+    # pull repairs exactly the three bad files.
+    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    assert sorted(report.downloaded) == sorted(e.target for e in (corrupted, truncated, missing))
+    assert verify_directory(dest).ok
+
+
+def test_interrupted_download_resumes_with_a_range_request(hub, tiny_lock, tiny_repo, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    # huggingface_hub counts progress per 10 MB chunk; the tiny files are smaller than one,
+    # so use 64 KiB chunks to make the half-file received before the hang-up count.
+    monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    big = _biggest(tiny_lock)
+    hub.drop_once.add(big.target)
+    dest = tmp_path / "weights"
+    pull(tiny_lock, dest, endpoint=hub.endpoint)
+    ranges = [rng for rel, rng in hub.gets if rel == big.target]
+    assert ranges[0] is None and ranges[1] is not None and ranges[1] != "bytes=0-"
+    assert (dest / big.target).read_bytes() == (tiny_repo / big.target).read_bytes()
+
+
+def test_failed_pull_keeps_finished_files_and_continues(hub, tiny_lock, tmp_path):
+    big = _biggest(tiny_lock)
+    hub.fail.add(big.target)
+    dest = tmp_path / "weights"
+    with pytest.raises(WeightsError, match=big.target.replace(".", r"\.")):
+        pull(tiny_lock, dest, endpoint=hub.endpoint)
+    hub.fail.clear()
+    hub.gets.clear()
+    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    # Files finished before the failure are verified from disk, not fetched again.
+    assert big.target in report.downloaded
+    assert len(report.downloaded) < len(tiny_lock.files)
+    assert verify_directory(dest).ok
+
+
+def test_offline_pull_names_the_missing_file(hub, tiny_lock, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsError, match="offline"):
+        pull(tiny_lock, tmp_path / "weights", endpoint=hub.endpoint)
+
+
+def test_hash_cache_skips_unchanged_files_and_rehashes_touched_ones(tiny_repo, tiny_lock, tmp_path):
+    dest = tmp_path / "copy"
+    shutil.copytree(tiny_repo, dest)
+    first = verify_files(dest, tiny_lock.files)
+    assert first.ok and len(first.hashed) == len(tiny_lock.files)
+    assert verify_files(dest, tiny_lock.files).hashed == []
+    big = dest / _biggest(tiny_lock).target
+    big.write_bytes(big.read_bytes())  # same content, new mtime
+    assert verify_files(dest, tiny_lock.files).hashed == [_biggest(tiny_lock).target]
+
+
+def test_lock_resolves_patterns_with_the_hub_api(hub, tiny_lock):
+    unpinned = Lock(
+        files=[LockedFile(REPO, None, "model_index.json")],
+        patterns=[LockedPattern(REPO, None, ("transformer/*", "vae/*"), "")],
+    )
+    resolved = resolve_lock(unpinned, endpoint=hub.endpoint, token=False)
+    expected = {f.target: f for f in tiny_lock.files}
+    assert all(f.pinned for f in resolved.files)
+    got = {f.target for f in resolved.files}
+    assert "model_index.json" in got and any(t.startswith("transformer/") for t in got)
+    for entry in resolved.files:
+        assert (entry.size, entry.sha256, entry.revision) == (
+            expected[entry.target].size, expected[entry.target].sha256, COMMIT,
+        )
+    with pytest.raises(LockError, match="no file matches"):
+        resolve_lock(Lock(patterns=[LockedPattern(REPO, None, ("nope/*",))]), endpoint=hub.endpoint, token=False)
