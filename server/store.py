@@ -1,0 +1,542 @@
+"""The durable job queue: one `JobStore` interface over SQLAlchemy (SQLite WAL or PostgreSQL).
+
+Every state change is one short transaction, and every write a worker makes is conditional on
+it still owning the job (`status = 'processing' AND worker_id = me`), so a cancel, a lease
+expiry or a second worker can never be overwritten by a late writer. Claiming is an optimistic
+compare-and-set (`UPDATE ... WHERE id = ? AND status = 'queued'`), which is correct on both
+backends without dialect-specific locking.
+
+Events (started, progress, completed, cancelled) are rows in the same database, written in the
+same transaction as the state change they describe; API processes tail that table. This keeps
+workers and API processes decoupled (any number of each, on any host sharing the store).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED = "queued", "processing", "succeeded", "failed", "cancelled"
+STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+ACTIVE = (QUEUED, PROCESSING)
+MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # FIFO order
+    Column("id", String(36), nullable=False, unique=True),
+    Column("owner", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("media_type", String(16), nullable=False, default="video"),
+    Column("status", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("input_sha256", String(64), nullable=False),
+    Column("enqueued_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("completed_at", Float),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("stage", String(32)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("worker_id", String(128)),
+    Column("lease_expires_at", Float),
+    Column("result_path", Text),
+    Column("result_deleted_at", Float),
+    Column("error_message", Text),
+    Column("info", JSON),  # extension facts about the output (seed, size, fps)
+    Index("ix_jobs_status_seq", "status", "seq"),
+    Index("ix_jobs_owner_status", "owner", "status"),
+)
+
+inputs = Table(
+    "job_inputs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),
+    Column("job_id", String(36), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_job_events_created", "created_at"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("device", String(32)),
+    Column("pid", Integer),
+    Column("ready", Boolean, nullable=False, default=False),
+    Column("smoke_test", Boolean, nullable=False, default=False),
+    Column("notice", Text),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job row as the rest of the server sees it."""
+
+    id: str
+    owner: str
+    model: str
+    media_type: str
+    status: str
+    params: dict[str, Any]
+    input_sha256: str
+    enqueued_at: float
+    started_at: float | None
+    completed_at: float | None
+    progress: float
+    stage: str | None
+    attempts: int
+    worker_id: str | None
+    lease_expires_at: float | None
+    result_path: str | None
+    result_deleted_at: float | None
+    error_message: str | None
+    info: dict[str, Any] | None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One row of the event log."""
+
+    id: int
+    owner: str
+    job_id: str
+    name: str
+    payload: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What `enqueue` needs for one job."""
+
+    owner: str
+    model: str
+    params: dict[str, Any]
+    input_sha256: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def _job(row: Any) -> Job:
+    data = dict(row._mapping)
+    return Job(**data)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a store URL; SQLite gets WAL, a busy timeout and a thread-safe pool."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class JobStore:
+    """The queue's single interface; the API, the workers and the supervisor all go through it."""
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        if create:
+            self.create_schema()
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent; safe when several processes start together)."""
+        try:
+            metadata.create_all(self.engine)
+        except IntegrityError:  # another process created them in between (PostgreSQL)
+            pass
+        except Exception:
+            # A concurrent CREATE on PostgreSQL can fail with a duplicate-type error; the
+            # schema exists afterwards either way.
+            metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    # ---- clients ----------------------------------------------------------------------------
+
+    def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None) -> list[Job]:
+        """Store the start image and the jobs in one transaction; returns them as queued."""
+        now = time.time() if now is None else now
+        new_jobs = list(new_jobs)
+        with self.engine.begin() as conn:
+            for sha in {job.input_sha256 for job in new_jobs}:
+                # Touch an existing image so `prune_inputs` (which spares recent rows) keeps it.
+                touched = conn.execute(update(inputs).where(inputs.c.sha256 == sha).values(created_at=now)).rowcount
+                if not touched:
+                    conn.execute(insert(inputs).values(sha256=sha, data=image, created_at=now))
+            for job in new_jobs:
+                conn.execute(
+                    insert(jobs).values(
+                        id=job.id, owner=job.owner, model=job.model, media_type="video", status=QUEUED,
+                        params=job.params, input_sha256=job.input_sha256, enqueued_at=now, progress=0.0,
+                        attempts=0,
+                    )
+                )
+        return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """One job, or None (also None when `owner` is given and differs)."""
+        query = select(jobs).where(jobs.c.id == job_id)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _job(row) if row else None
+
+    def list(
+        self,
+        owner: str | None = None,
+        statuses: Iterable[str] | None = ACTIVE,
+        model: str | None = None,
+        media_type: str | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        """Jobs in FIFO order, filtered; `statuses=None` means all."""
+        query = select(jobs).order_by(jobs.c.seq).limit(limit)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if statuses is not None:
+            query = query.where(jobs.c.status.in_(list(statuses)))
+        if model is not None:
+            query = query.where(jobs.c.model == model)
+        if media_type is not None:
+            query = query.where(jobs.c.media_type == media_type)
+        with self.engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query)]
+
+    def cancel(self, job_id: str, owner: str | None = None, now: float | None = None) -> Job | None:
+        """Cancel a queued or processing job at once; an ended job keeps its state. None if unknown.
+
+        A processing job's worker notices within one denoising step (`is_still_mine`).
+        """
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            query = select(jobs).where(jobs.c.id == job_id)
+            if owner is not None:
+                query = query.where(jobs.c.owner == owner)
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+                .values(status=CANCELLED, completed_at=now, lease_expires_at=None,
+                        error_message="Cancelled by the client.")
+            )
+            if result.rowcount:
+                self._event(conn, row.owner, job_id, "media_generation_cancelled",
+                            {"generation_id": job_id, "status": CANCELLED, "media_type": "video"}, now)
+        return self.get(job_id)
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per status (for metrics)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+        return {status: 0 for status in STATUSES} | {status: count for status, count in rows}
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def claim_next(self, worker_id: str, lease_seconds: float, now: float | None = None) -> Job | None:
+        """Take the oldest queued job (FIFO) for `worker_id` with a lease; None when the queue is empty."""
+        for _ in range(20):  # lost races against other workers: try the next candidate
+            now = time.time() if now is None else now
+            with self.engine.begin() as conn:
+                candidate = conn.execute(
+                    select(jobs.c.id, jobs.c.owner)
+                    .where(jobs.c.status == QUEUED)
+                    .order_by(jobs.c.seq)
+                    .limit(1)
+                ).first()
+                if candidate is None:
+                    return None
+                claimed = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == candidate.id, jobs.c.status == QUEUED)
+                    .values(status=PROCESSING, worker_id=worker_id, started_at=now,
+                            lease_expires_at=now + lease_seconds, attempts=jobs.c.attempts + 1,
+                            progress=0.0, stage="prepare", error_message=None)
+                ).rowcount
+                if claimed:
+                    self._event(conn, candidate.owner, candidate.id, "media_generation_started",
+                                {"generation_id": candidate.id, "status": PROCESSING, "media_type": "video"},
+                                now)
+            if claimed:
+                return self.get(candidate.id)
+            now = None
+        return None
+
+    def input_image(self, sha256: str) -> bytes:
+        """The stored start image bytes of a job."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(inputs.c.data).where(inputs.c.sha256 == sha256)).first()
+        if row is None:
+            raise KeyError(sha256)
+        return bytes(row.data)
+
+    def heartbeat(
+        self,
+        job_id: str,
+        worker_id: str,
+        lease_seconds: float,
+        progress: float | None = None,
+        stage: str | None = None,
+        emit_progress: bool = False,
+        now: float | None = None,
+    ) -> bool:
+        """Extend the lease (and record progress); False when the job is no longer this worker's."""
+        now = time.time() if now is None else now
+        values: dict[str, Any] = {"lease_expires_at": now + lease_seconds}
+        if progress is not None:
+            values["progress"] = progress
+        if stage is not None:
+            values["stage"] = stage
+        with self.engine.begin() as conn:
+            owned = conn.execute(
+                update(jobs).where(*self._mine(job_id, worker_id)).values(**values)
+            ).rowcount
+            if owned and emit_progress and progress is not None:
+                owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
+                self._event(conn, owner, job_id, "media_generation_progress",
+                            {"generation_id": job_id, "status": PROCESSING, "media_type": "video",
+                             "progress": progress, "stage": stage}, now)
+        return bool(owned)
+
+    def is_still_mine(self, job_id: str, worker_id: str) -> bool:
+        """A cheap read: is the job still processing on this worker (not cancelled, not reassigned)?"""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs.c.id).where(*self._mine(job_id, worker_id))).first()
+        return row is not None
+
+    def complete(
+        self, job_id: str, worker_id: str, result_path: str, info: dict[str, Any], now: float | None = None
+    ) -> bool:
+        """Mark succeeded with its result file; False when the job was no longer this worker's."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs).where(*self._mine(job_id, worker_id)).values(
+                    status=SUCCEEDED, completed_at=now, progress=1.0, stage="done", result_path=result_path,
+                    info=info, lease_expires_at=None,
+                )
+            ).rowcount
+            if done:
+                owner, model = conn.execute(select(jobs.c.owner, jobs.c.model).where(jobs.c.id == job_id)).one()
+                self._event(conn, owner, job_id, "media_generation_completed",
+                            {"generation_id": job_id, "status": SUCCEEDED, "media_type": "video",
+                             "model": model}, now)
+        return bool(done)
+
+    def fail(self, job_id: str, worker_id: str | None, message: str, now: float | None = None) -> bool:
+        """Mark failed with a message; with a worker id only if it still owns the job."""
+        now = time.time() if now is None else now
+        conditions = self._mine(job_id, worker_id) if worker_id else (jobs.c.id == job_id,
+                                                                      jobs.c.status.in_(ACTIVE))
+        with self.engine.begin() as conn:
+            return bool(self._fail(conn, conditions, job_id, message, now))
+
+    def requeue(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
+        """Give a job back to the queue without counting the attempt (a worker shutting down)."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(
+                update(jobs).where(*self._mine(job_id, worker_id)).values(
+                    status=QUEUED, worker_id=None, lease_expires_at=None, started_at=None, progress=0.0,
+                    stage=None, attempts=jobs.c.attempts - 1,
+                )
+            ).rowcount)
+
+    def recover_abandoned(
+        self, now: float | None = None, worker_id: str | None = None, reason: str | None = None
+    ) -> list[str]:
+        """Retry (once) or fail jobs whose worker is gone: lease expired, or `worker_id` known dead.
+
+        Returns the ids that were touched.
+        """
+        now = time.time() if now is None else now
+        query = select(jobs.c.id, jobs.c.owner, jobs.c.attempts, jobs.c.worker_id).where(jobs.c.status == PROCESSING)
+        if worker_id is not None:
+            query = query.where(jobs.c.worker_id == worker_id)
+        else:
+            query = query.where(jobs.c.lease_expires_at < now)
+        why = reason or "its worker stopped sending heartbeats (crashed or lost)"
+        touched = []
+        with self.engine.begin() as conn:
+            for row in conn.execute(query).all():
+                owned = (jobs.c.id == row.id, jobs.c.status == PROCESSING, jobs.c.worker_id == row.worker_id)
+                if row.attempts >= MAX_ATTEMPTS:
+                    message = (f"The job failed: {why} while processing it, on attempt {row.attempts} of "
+                               f"{MAX_ATTEMPTS}; it was retried once and is not retried again.")
+                    changed = self._fail(conn, owned, row.id, message, now)
+                else:
+                    changed = conn.execute(
+                        update(jobs).where(*owned).values(
+                            status=QUEUED, worker_id=None, lease_expires_at=None, started_at=None,
+                            progress=0.0, stage=None, error_message=f"Retrying: {why} on attempt {row.attempts}.",
+                        )
+                    ).rowcount
+                if changed:
+                    touched.append(row.id)
+        return touched
+
+    def register_worker(
+        self, worker_id: str, device: str, pid: int, ready: bool, smoke_test: bool, notice: str | None,
+        now: float | None = None,
+    ) -> None:
+        """Insert or refresh a worker's row (readiness, model kind, liveness)."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(
+                    device=device, pid=pid, ready=ready, smoke_test=smoke_test, notice=notice, last_seen=now)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(workers).values(
+                    id=worker_id, device=device, pid=pid, ready=ready, smoke_test=smoke_test, notice=notice,
+                    started_at=now, last_seen=now))
+
+    def worker_seen(self, worker_id: str, now: float | None = None) -> None:
+        """Liveness ping for an idle worker."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen=now))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+    def live_workers(self, max_age: float, now: float | None = None) -> list[dict[str, Any]]:
+        """Workers seen within `max_age` seconds."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(workers).where(workers.c.last_seen >= now - max_age)).all()
+        return [dict(row._mapping) for row in rows]
+
+    # ---- events and retention ----------------------------------------------------------------
+
+    def events_after(self, after_id: int, limit: int = 500) -> list[JobEvent]:
+        """Events with id > after_id, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+            ).all()
+        return [JobEvent(**dict(row._mapping)) for row in rows]
+
+    def events_since(self, since: float, owner: str, names: Iterable[str]) -> list[JobEvent]:
+        """An owner's events of the given names created at or after `since` (the SSE grace window)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events)
+                .where(events.c.created_at >= since, events.c.owner == owner, events.c.name.in_(list(names)))
+                .order_by(events.c.id)
+            ).all()
+        return [JobEvent(**dict(row._mapping)) for row in rows]
+
+    def last_event_id(self) -> int:
+        """The newest event id (0 when none)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+
+    def prune_events(self, older_than: float) -> int:
+        """Drop event rows created before `older_than` (they only feed live streams)."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(events).where(events.c.created_at < older_than)).rowcount
+
+    def expired_results(self, older_than: float) -> list[Job]:
+        """Succeeded jobs completed before `older_than` whose result file is still recorded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.status == SUCCEEDED, jobs.c.completed_at < older_than,
+                                   jobs.c.result_deleted_at.is_(None), jobs.c.result_path.is_not(None))
+            ).all()
+        return [_job(row) for row in rows]
+
+    def mark_result_deleted(self, job_id: str, message: str, now: float | None = None) -> None:
+        """Record that a result file was deleted by the retention policy (the record stays)."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(result_deleted_at=now,
+                                                                         error_message=message))
+
+    def prune_inputs(self, older_than: float) -> int:
+        """Delete stored start images that no active job needs and were not used since `older_than`."""
+        with self.engine.begin() as conn:
+            needed = select(jobs.c.input_sha256).where(jobs.c.status.in_(ACTIVE))
+            return conn.execute(
+                delete(inputs).where(inputs.c.sha256.not_in(needed), inputs.c.created_at < older_than)
+            ).rowcount
+
+    # ---- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _mine(job_id: str, worker_id: str | None) -> tuple:
+        return (jobs.c.id == job_id, jobs.c.status == PROCESSING, jobs.c.worker_id == worker_id)
+
+    def _fail(self, conn: Any, conditions: tuple, job_id: str, message: str, now: float) -> int:
+        changed = conn.execute(
+            update(jobs).where(*conditions).values(status=FAILED, completed_at=now, error_message=message,
+                                                   lease_expires_at=None)
+        ).rowcount
+        if changed:
+            owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
+            self._event(conn, owner, job_id, "media_generation_completed",
+                        {"generation_id": job_id, "status": FAILED, "media_type": "video", "error": message}, now)
+        return changed
+
+    @staticmethod
+    def _event(conn: Any, owner: str, job_id: str, name: str, payload: dict[str, Any], now: float) -> None:
+        conn.execute(insert(events).values(owner=owner, job_id=job_id, name=name, payload=payload, created_at=now))
+
