@@ -261,7 +261,8 @@ def verify_files(root: Path, files: Iterable[LockedFile], show_progress: bool = 
             bar.close()
         if digest != entry.sha256:
             cache.forget(rel)
-            problems.append(Problem(rel, "sha256", f"sha256 {digest[:16]}… does not match the lock's {entry.sha256[:16]}…"))
+            detail = f"sha256 {digest[:16]}… does not match the lock's {entry.sha256[:16]}…"
+            problems.append(Problem(rel, "sha256", detail))
     cache.save()
     return VerifyReport(checked, problems, cache.hashed)
 
