@@ -1,0 +1,121 @@
+"""`ltx-server serve`: the API plus its worker processes, under one supervisor.
+
+The API runs in this process (uvicorn); generation runs only in the worker processes the
+supervisor starts: one per visible GPU, or one CPU worker for the tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from server.auth import KeyConfigError, KeyRing, is_loopback
+from server.cli import CommandError
+from server.config import ServerConfig, add_options, from_args
+
+log = logging.getLogger("ltx_server.serve")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `serve` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the Oxen-compatible API server with its GPU workers",
+        description="Serve the Oxen inference API for ltx-2-3-quality-image-to-video. Every option "
+        "can also be set with the LTX_* environment variable shown in its help.",
+    )
+    add_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def configure_logging(level: str) -> None:
+    """One log format for the API, the supervisor and the workers."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def check_exposure(config: ServerConfig, keys: KeyRing) -> str | None:
+    """Refuse a non-loopback address without keys unless --insecure; returns a notice to log."""
+    if keys.enabled:
+        return None
+    if not is_loopback(config.host):
+        if not config.insecure:
+            raise CommandError(
+                f"refusing to listen on {config.host} with no API keys configured; set --api-keys-file "
+                "or LTX_API_KEYS, listen on 127.0.0.1, or pass --insecure to serve everyone without keys"
+            )
+        return (f"WARNING: no API keys configured and --insecure: anyone who can reach {config.host} "
+                "may use this server.")
+    return "No API keys configured: accepting requests from loopback clients only."
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the workers, then serve HTTP until interrupted; stop the workers on the way out."""
+    import dataclasses
+
+    import uvicorn
+
+    config = from_args(args)
+    configure_logging(config.log_level)
+    try:
+        keys = KeyRing.load(config.api_keys_file, config.api_keys)
+    except KeyConfigError as exc:
+        raise CommandError(str(exc)) from None
+    notice = check_exposure(config, keys)
+    if notice:
+        log.warning("%s", notice)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+
+    # Resolve the weights once here: it builds the tiny model before the workers need it and
+    # tells how many workers to start.
+    import torch
+
+    from pipeline.components import WeightsError
+    from pipeline.weights_location import resolve_weights
+
+    try:
+        choice = resolve_weights(config.weights, config.data_dir)
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    if choice.notice:
+        banner = "!" * 78
+        log.warning("%s\n%s\n%s", banner, choice.notice, banner)
+    gpu_ids: list[int] = []
+    if choice.device.startswith("cuda") and not choice.smoke_test:
+        gpu_ids = list(range(torch.cuda.device_count()))
+    count = config.workers or max(1, len(gpu_ids))
+    config = dataclasses.replace(config, weights_notice=choice.notice)
+
+    from server.app import create_app
+    from server.store import JobStore
+    from server.supervisor import Supervisor
+
+    store = JobStore(config.store_url)
+    app = create_app(config, store=store, keys=keys)
+    supervisor = Supervisor(store, config.store_url, config.data_dir, config.weights, count,
+                            config.lease_seconds, gpu_ids, config.log_level)
+    supervisor.start()
+    log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port, count,
+             _redact(config.store_url))
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
+                    timeout_graceful_shutdown=5)
+    finally:
+        supervisor.stop()
+        store.close()
+    return 0
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<store>"
+
