@@ -12,6 +12,8 @@ import sys
 
 COMMAND_MODULES = (
     "server.generate_cli",
+    "server.serve_cli",
+    "server.worker_cli",
 )
 
 
