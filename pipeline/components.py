@@ -23,6 +23,7 @@ from diffusers import (
 from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel, LTX2TextConnectors
 from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 MODEL_INDEX = "model_index.json"
 
@@ -91,6 +92,7 @@ def load_components(
     if missing:
         raise WeightsError(f"{weights_dir} lacks component folders: {', '.join(missing)}")
     loaded: dict[str, Any] = {}
+    transformers_logging.disable_progress_bar()  # one bar per shard is noise in a server's log
     for name, cls in COMPONENT_CLASSES.items():
         module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype)
         loaded[name] = module.to(device).eval().requires_grad_(False)

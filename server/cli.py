@@ -47,4 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so sub-commands and this entry share one CommandError class.
+    from server import cli
+
+    sys.exit(cli.main())

@@ -88,7 +88,10 @@ def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
     source = fields.get("input_image")
     if not isinstance(source, str) or not source:
         raise CommandError(f"{label}: input_image (--image) is required")
-    fields = {**fields, "input_image": _image_uri(source)}
+    uri = _image_uri(source)
+    if uri.startswith("file:") and not Path(uri[len("file://"):]).is_file():
+        raise CommandError(f"{label}: cannot read image {source}: no such file")
+    fields = {**fields, "input_image": uri}
     try:
         request = parse_request(fields)
     except RequestError as exc:
@@ -106,7 +109,7 @@ def _single_job(args: argparse.Namespace) -> list[Job]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             fields[name] = value
-    return [_build_job("arguments", fields, args.output)]
+    return [_build_job(str(args.output), fields, args.output)]
 
 
 def _batch_jobs(args: argparse.Namespace) -> list[Job]:
