@@ -1,0 +1,100 @@
+"""Fixtures for the server tests: stores (SQLite and PostgreSQL), a local image host and live
+`ltx-server serve` processes (see serverkit.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from serverkit import ImageHost, LiveServer, bomb_png, png_bytes
+
+PG_URL = os.environ.get("LTX_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+
+
+@pytest.fixture(scope="session")
+def image_host():
+    host = ImageHost()
+    host.add("/ok.png", png_bytes())
+    host.add("/big.png", png_bytes() + b"\0" * (2 * 2**20))  # over a 1 MiB cap
+    host.add("/bomb.png", bomb_png())
+    host.add("/text.png", b"this is not an image at all", headers={"Content-Type": "text/plain"})
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "GIF")
+    host.add("/anim.gif", buffer.getvalue(), headers={"Content-Type": "image/gif"})
+    host.add("/slow.png", png_bytes())
+    host.slow_paths.add("/slow.png")
+    host.add("/missing.png", b"gone", status=404)
+    host.redirect("/hop1", "/hop2")
+    host.redirect("/hop2", "/ok.png")
+    for i in range(8):
+        host.redirect(f"/loop{i}", f"/loop{i + 1}")
+    yield host
+    host.close()
+
+
+# ---- stores ---------------------------------------------------------------------------------
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+        import psycopg  # noqa: F401
+    except (OSError, ImportError):
+        return False
+    return True
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The same contract tests on SQLite and (when reachable) PostgreSQL, each in a fresh schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        return
+    if not _pg_reachable():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    from sqlalchemy import create_engine, text
+
+    schema = f"ltx_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not usable: {exc}")
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+# ---- live servers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server_factory(tmp_path_factory):
+    """Start servers for a module; all are stopped at the module's end."""
+    servers: list[LiveServer] = []
+
+    def make(args: list[str] | None = None, env: dict[str, str] | None = None, start: bool = True,
+             data_dir: Path | None = None) -> LiveServer:
+        server = LiveServer(data_dir or tmp_path_factory.mktemp("ltx-data"), list(args or []), dict(env or {}))
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def have_jq() -> bool:
+    return shutil.which("jq") is not None and shutil.which("curl") is not None
+
+

@@ -1,0 +1,213 @@
+"""Helpers for the server tests: test images, a local image host, live `ltx-server serve`
+processes driven over real HTTP, and polling."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from pipeline.request import MODEL_ID
+
+REPO = Path(__file__).resolve().parents[2]
+KEY_A, KEY_B = "key-alice-0123456789", "key-bob-9876543210"
+
+# ---- images ---------------------------------------------------------------------------------
+
+
+def png_bytes(width: int = 64, height: int = 48, color=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes | None = None, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data or png_bytes()).decode()}"
+
+
+def tiny_body(prompt: str = "a red square drifting", **extra) -> dict:
+    """The smallest request the model takes: 128x128, 9 frames (under a second on the tiny model)."""
+    body = {"model": MODEL_ID, "prompt": prompt, "input_image": data_uri(), "resolution": "128x128",
+            "num_frames": 9, "generate_audio": False}
+    body.update(extra)
+    return body
+
+
+# ---- a local image host ----------------------------------------------------------------------
+
+
+def bomb_png() -> bytes:
+    # A 10000x10000 single-colour PNG compresses to a few hundred KiB but is 100 megapixels.
+    buffer = io.BytesIO()
+    Image.new("L", (10000, 10000), 0).save(buffer, "PNG", optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+class ImageHost:
+    """A local HTTP server with one route per input-image case."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.slow_paths: set[str] = set()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?")[0]
+                if path in host.slow_paths:
+                    time.sleep(3)
+                status, headers, body = host.routes.get(path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
+        self.routes[path] = (status, {"Content-Type": "image/png", **(headers or {})}, body)
+        return self.base + path
+
+    def redirect(self, path: str, location: str):
+        self.routes[path] = (302, {"Location": location}, b"")
+        return self.base + path
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---- live servers ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """An `ltx-server serve --weights tiny` process on a free port with its own data dir."""
+
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return self.base + "/api"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    def start(self, wait_ready: bool = True, timeout: float = 90) -> LiveServer:
+        self.log_path = self.data_dir / f"serve-{int(time.time() * 1000)}.log"
+        inherited = {name: value for name, value in os.environ.items() if not name.startswith("LTX_")}
+        env = {**inherited, "LTX_TEST_MODE": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        command = [sys.executable, "-m", "server.cli", "serve", "--weights", "tiny", "--data-dir",
+                   str(self.data_dir), "--port", str(self.port), *self.args]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, group: bool = False, timeout: float = 30) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        if group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def cleanup(self) -> None:
+        """Stop the server and anything left in its session (workers)."""
+        self.stop()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def db(self, query: str, *params) -> list[tuple]:
+        """Read the server's SQLite store directly (worker pids, attempts)."""
+        with sqlite3.connect(self.db_path, timeout=10) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def worker_pid(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.db("SELECT pid FROM workers WHERE ready = 1")
+            if rows:
+                return rows[0][0]
+            time.sleep(0.2)
+        raise AssertionError("no ready worker")
+
+
+# ---- polling --------------------------------------------------------------------------------
+
+
+def wait_for(fetch, predicate, timeout: float = 60, interval: float = 0.1):
+    """Poll `fetch()` until `predicate(value)`; returns the value or fails with the last one."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if predicate(value):
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s; last value: {value!r}")
