@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh machine needs only python3 (3.11+) and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# This machine image carries a CPU build of torch 2.13.0 on disk; elsewhere pip fetches the
+# default (CUDA) build. Override, e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
+TORCH ?= torch==2.13.0
+
+.PHONY: serve test install lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/ltx-server serve $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check pipeline server tests bench
+
+bench: $(VENV)/.installed
+	$(PY) bench/run_all
