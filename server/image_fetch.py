@@ -87,7 +87,9 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
         raise ImageFetchError(f"input_image is larger than the {max_bytes // 2**20} MiB limit.")
     if header.lower().endswith(";base64"):
         try:
-            data = base64.b64decode(payload, validate=False)
+            # Strict decoding (after dropping whitespace, which some encoders wrap lines with).
+            compact = "".join(urllib.parse.unquote(payload).split())
+            data = base64.b64decode(compact, validate=True)
         except (binascii.Error, ValueError):
             raise ImageFetchError("input_image data URI is not valid base64.") from None
     else:
