@@ -1,0 +1,310 @@
+"""GPU memory plans for the real model: which plan a card gets, and whether a request fits it.
+
+Pure arithmetic (no torch, no GPU), so it is unit-tested on given VRAM sizes and requests and
+shared by `serve` (prints the plan and its estimate at start, refuses requests that cannot fit
+before any work starts), `pipeline.execution` (applies the chosen plan) and the benchmarks.
+
+Plans, fastest first:
+
+* `resident`        everything on the GPU in bf16 (≥ ~96 GB: H200, GH200, B200).
+* `encoder-offload` Gemma 3 lives in host RAM and visits the GPU only to encode a prompt that
+                    is not in the prompt cache (80 GB: H100, A100-80G).
+* `fp8`             as encoder-offload, and the transformer's weights are stored in fp8
+                    (computed in bf16, layer by layer); Gemma is streamed block by block (48 GB).
+* `offload`         transformer, connectors and Gemma stay in pinned host RAM and stream to the
+                    GPU block by block on a side CUDA stream (24 GB cards; needs ~70 GB host RAM).
+
+The estimate of a job's peak is: weights resident for the whole job + the largest phase
+(prompt encoding, a transformer pass, the upsampler, a VAE decode window). Activation terms
+are counted in multiples of one hidden-state tensor; the multiples come from walking the
+block (see the constants) and carry a margin. They are estimates, to be calibrated on a GPU
+with `bench/memory_plans.py --measure`; the refusal they drive errs on the safe side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GiB = 1024**3
+
+# Parameter counts of the real LTX-2.3 components (checked against meta-device instances of
+# pipeline.real_configs in tests/test_memory_plan.py).
+TRANSFORMER_PARAMS = 18_988_838_144
+TRANSFORMER_BLOCK_PARAMS = 18_561_377_280  # the 48 repeated blocks; the rest stays bf16 under fp8
+TRANSFORMER_LAYERS = 48
+CONNECTORS_PARAMS = 3_172_227_584
+VAE_PARAMS = 726_105_969
+AUDIO_VAE_PARAMS = 53_248_146
+VOCODER_PARAMS = 128_537_448
+UPSAMPLER_PARAMS = 497_867_904
+TEXT_ENCODER_PARAMS = 12_187_325_040
+TEXT_ENCODER_LAYERS = 48
+BF16, FP8 = 2, 1
+
+VIDEO_WIDTH, AUDIO_WIDTH, TEXT_WIDTH = 4096, 2048, 3840
+VAE_SPATIAL, VAE_TEMPORAL = 32, 8
+AUDIO_TOKENS_PER_SECOND = 25
+MAX_SEQUENCE_LENGTH = 1024
+TEXT_HIDDEN_STATES = TEXT_ENCODER_LAYERS + 1
+
+# Hidden-state-sized bf16 tensors alive at the peak of a transformer pass: per-token modulation
+# held for the whole pass (adaLN 6 + cross-attention modulation 3 + audio-video scale/shift 4),
+# RoPE cos/sin in fp32 (4), and inside a block the residual, the norm output and the 4x-wide
+# feed-forward intermediate twice (10). 27, rounded up for allocator slack.
+TRANSFORMER_ACTIVATION_WIDTHS = 32
+# VAE decoder: its last stage runs 256 channels at H/4 x W/4 for every frame of the window, in
+# bf16: 32 bytes per output pixel per tensor; ~4 such tensors alive in a causal-conv resnet.
+DECODE_BYTES_PER_PIXEL = 128
+DECODE_WINDOW_FRAMES = 8 * VAE_TEMPORAL + 1  # the runtime decodes 8 latent frames at a time
+VAE_TILE = 512  # diffusers' default tile (tile_sample_min_height/width); stride 448
+VAE_TILE_OVERLAP = 64
+# Decode tiled above this output area (pixels per frame): a 1024x576 window untiled is ~4.6 GB.
+VAE_TILING_MIN_PIXELS = 1024 * 576
+ENCODE_EXTRA_BYTES = 2 * MAX_SEQUENCE_LENGTH * TEXT_WIDTH * TEXT_HIDDEN_STATES * BF16 + GiB // 4
+RUNTIME_MISC_BYTES = GiB // 2  # latents in fp32, RoPE coordinates, masks, cuBLAS workspaces
+
+# Never plan into the last part of the card: the CUDA context and library handles (~1.5 GiB)
+# and allocator fragmentation (~8 %) are not in any tensor count.
+RESERVE_FIXED = int(1.5 * GiB)
+RESERVE_FRACTION = 0.08
+
+PLANS = ("resident", "encoder-offload", "fp8", "offload")
+# What a worker is planned for: the biggest preset for 10 seconds. Planning for the longest
+# request (481 frames) would push 48 GB cards onto the much slower `offload` plan for the sake
+# of a rare request; instead such requests are checked one by one (and refused with a
+# suggestion when they do not fit).
+DESIGN_REQUEST = (1024, 1024, 241)
+
+
+class PlanError(ValueError):
+    """An unknown plan name, or a GPU too small for any plan."""
+
+
+class RequestTooLarge(ValueError):
+    """A request whose estimated peak does not fit the GPU under the active plan."""
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    name: str
+    transformer: str  # "bf16" | "fp8" | "stream"
+    connectors: str  # "gpu" | "stream"
+    text_encoder: str  # "gpu" | "swap" (whole model visits the GPU) | "stream" (block by block)
+    description: str
+
+
+PLAN_SPECS: dict[str, PlanSpec] = {
+    "resident": PlanSpec("resident", "bf16", "gpu", "gpu", "all weights resident in bf16"),
+    "encoder-offload": PlanSpec(
+        "encoder-offload", "bf16", "gpu", "swap", "Gemma in host RAM, on the GPU only while encoding"
+    ),
+    "fp8": PlanSpec("fp8", "fp8", "gpu", "stream", "transformer stored in fp8 (bf16 compute), Gemma streamed"),
+    "offload": PlanSpec(
+        "offload", "stream", "stream", "stream", "block-level group offload on a CUDA stream (pinned host RAM)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The size of a job: output width and height, frames generated (8k+1) and frame rate."""
+
+    width: int
+    height: int
+    num_frames: int
+    fps: float = 24.0
+
+    @property
+    def generated_frames(self) -> int:
+        return ((self.num_frames - 1 + VAE_TEMPORAL - 1) // VAE_TEMPORAL) * VAE_TEMPORAL + 1
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.generated_frames - 1) // VAE_TEMPORAL + 1
+
+    def video_tokens(self, stage: int = 2) -> int:
+        scale = 1 if stage == 2 else 2
+        return self.latent_frames * (self.height // scale // VAE_SPATIAL) * (self.width // scale // VAE_SPATIAL)
+
+    @property
+    def audio_tokens(self) -> int:
+        return round(self.generated_frames / self.fps * AUDIO_TOKENS_PER_SECOND)
+
+    def label(self) -> str:
+        return f"{self.width}x{self.height}, {self.num_frames} frames"
+
+
+@dataclass
+class Estimate:
+    """Peak GPU bytes of one job under one plan, with its parts."""
+
+    plan: str
+    shape: Shape
+    weights: int  # resident for the whole job
+    phases: dict[str, int] = field(default_factory=dict)  # extra bytes at each phase's peak
+    vae_tiling: bool = False
+    host_ram: int = 0  # pinned / pageable host memory the plan keeps weights in
+
+    @property
+    def peak(self) -> int:
+        return self.weights + RUNTIME_MISC_BYTES + max(self.phases.values())
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phases.__getitem__)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / GiB:.1f}" for k, v in self.phases.items())
+        tiling = "tiled" if self.vae_tiling else "untiled"
+        return (
+            f"{self.plan}: {self.shape.label()}: peak ≈ {self.peak / GiB:.1f} GiB "
+            f"(weights {self.weights / GiB:.1f} + phase peaks GiB: {parts}; VAE {tiling})"
+        )
+
+
+def usable_vram(total_bytes: int) -> int:
+    """Bytes the planner may fill on a card of `total_bytes`."""
+    return int(total_bytes - RESERVE_FIXED - RESERVE_FRACTION * total_bytes)
+
+
+def spec(plan: str) -> PlanSpec:
+    try:
+        return PLAN_SPECS[plan]
+    except KeyError:
+        raise PlanError(f"unknown plan {plan!r}; choose one of {', '.join(PLANS)}") from None
+
+
+def needs_vae_tiling(width: int, height: int) -> bool:
+    """Tile the VAE decode above the size threshold (the untiled decode grows with the area)."""
+    return width * height > VAE_TILING_MIN_PIXELS
+
+
+def _decode_bytes(shape: Shape, tiled: bool) -> int:
+    if tiled:
+        tile_w = min(shape.width, VAE_TILE + VAE_TILE_OVERLAP)
+        tile_h = min(shape.height, VAE_TILE + VAE_TILE_OVERLAP)
+        working = tile_w * tile_h * DECODE_BYTES_PER_PIXEL
+        # tiles' outputs (3 channels, bf16, with overlaps) are kept until blended
+        outputs = 2 * shape.width * shape.height * 3 * BF16
+        return DECODE_WINDOW_FRAMES * (working + outputs)
+    frames = min(DECODE_WINDOW_FRAMES, shape.generated_frames)
+    return frames * shape.width * shape.height * DECODE_BYTES_PER_PIXEL
+
+
+def _transformer_activation_bytes(shape: Shape) -> int:
+    video = shape.video_tokens(2) * VIDEO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
+    audio = shape.audio_tokens * AUDIO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
+    return video + audio
+
+
+def _upsampler_bytes(shape: Shape) -> int:
+    positions = shape.video_tokens(1)
+    return positions * 1024 * BF16 * 4 + 4 * positions * 128 * 4 * 2  # mid activations + 2x output
+
+
+def estimate(plan: str, shape: Shape, vae_tiling: bool | None = None) -> Estimate:
+    """The estimated peak of one job of `shape` under `plan`."""
+    s = spec(plan)
+    tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
+    block_bytes = TRANSFORMER_BLOCK_PARAMS // TRANSFORMER_LAYERS * BF16
+    rest = TRANSFORMER_PARAMS - TRANSFORMER_BLOCK_PARAMS
+    if s.transformer == "bf16":
+        transformer = TRANSFORMER_PARAMS * BF16
+    elif s.transformer == "fp8":
+        # fp8 blocks + bf16 everything else; one block's bf16 copy exists while it computes.
+        transformer = TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
+    else:  # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
+        transformer = rest * BF16 + 2 * block_bytes
+    connectors = CONNECTORS_PARAMS * BF16 if s.connectors == "gpu" else 2 * CONNECTORS_PARAMS * BF16 // 8
+    small = (VAE_PARAMS + AUDIO_VAE_PARAMS + VOCODER_PARAMS + UPSAMPLER_PARAMS) * BF16
+    text_full = TEXT_ENCODER_PARAMS * BF16
+    weights = transformer + connectors + small + (text_full if s.text_encoder == "gpu" else 0)
+    encode_weights = {"gpu": 0, "swap": text_full, "stream": 2 * text_full // TEXT_ENCODER_LAYERS}[s.text_encoder]
+    host = 0
+    if s.text_encoder != "gpu":
+        host += text_full
+    if s.transformer == "stream":
+        host += TRANSFORMER_PARAMS * BF16
+    if s.connectors == "stream":
+        host += CONNECTORS_PARAMS * BF16
+    phases = {
+        "encode": encode_weights + ENCODE_EXTRA_BYTES,
+        "denoise": _transformer_activation_bytes(shape),
+        "upsample": _upsampler_bytes(shape),
+        "decode": _decode_bytes(shape, tiled),
+    }
+    return Estimate(plan, shape, weights, phases, tiled, host)
+
+
+def fits(plan: str, shape: Shape, vram_bytes: int) -> bool:
+    return estimate(plan, shape).peak <= usable_vram(vram_bytes)
+
+
+def choose_plan(vram_bytes: int, design: Shape | None = None) -> str:
+    """The fastest plan whose estimate for the design request fits the card.
+
+    If none does, the smallest plan: requests it cannot hold are refused one by one.
+    """
+    design = design or Shape(*DESIGN_REQUEST)
+    for plan in PLANS:
+        if fits(plan, design, vram_bytes):
+            return plan
+    smallest = Shape(512, 512, 9)
+    if not fits(PLANS[-1], smallest, vram_bytes):
+        raise PlanError(
+            f"a GPU with {vram_bytes / GiB:.0f} GiB cannot run LTX-2.3 under any plan "
+            f"(even {smallest.label()} needs ≈ {estimate(PLANS[-1], smallest).peak / GiB:.1f} GiB usable)"
+        )
+    return PLANS[-1]
+
+
+def resolve_plan(requested: str | None, vram_bytes: int) -> str:
+    """`--plan auto|NAME`: the named plan (validated) or the automatic choice."""
+    if requested in (None, "", "auto"):
+        return choose_plan(vram_bytes)
+    return spec(requested).name
+
+
+def max_frames_that_fit(plan: str, width: int, height: int, vram_bytes: int, fps: float = 24.0) -> int:
+    """The longest 8k+1 frame count that fits at this size (0 if even 9 frames do not)."""
+    best = 0
+    for frames in range(9, 482, 8):
+        if not fits(plan, Shape(width, height, frames, fps), vram_bytes):
+            break
+        best = frames
+    return best
+
+
+def check_request(plan: str, shape: Shape, vram_bytes: int) -> Estimate:
+    """The job's estimate, or `RequestTooLarge` with a message that says what would fit."""
+    est = estimate(plan, shape)
+    usable = usable_vram(vram_bytes)
+    if est.peak <= usable:
+        return est
+    frames = max_frames_that_fit(plan, shape.width, shape.height, vram_bytes, shape.fps)
+    hint = (
+        f"at {shape.width}x{shape.height} up to {frames} frames fit"
+        if frames
+        else "choose a smaller resolution"
+    )
+    raise RequestTooLarge(
+        f"{shape.label()} needs ≈ {est.peak / GiB:.1f} GiB of GPU memory under plan {plan!r} "
+        f"(peak in {est.peak_phase}), but {usable / GiB:.1f} GiB are usable on this GPU; {hint}"
+    )
+
+
+def summary(plan: str, vram_bytes: int, shapes: list[Shape] | None = None) -> str:
+    """What `serve` prints at start: the plan, its weights and the estimate for typical jobs."""
+    shapes = shapes or [Shape(1024, 576, 121), Shape(1024, 1024, 121), Shape(*DESIGN_REQUEST)]
+    s = spec(plan)
+    first = estimate(plan, shapes[0])
+    lines = [
+        f"memory plan {plan} ({s.description}) on a {vram_bytes / GiB:.1f} GiB GPU "
+        f"({usable_vram(vram_bytes) / GiB:.1f} GiB usable): weights {first.weights / GiB:.1f} GiB on the GPU, "
+        f"{first.host_ram / GiB:.1f} GiB in host RAM"
+    ]
+    for shape in shapes:
+        est = estimate(plan, shape)
+        verdict = "fits" if est.peak <= usable_vram(vram_bytes) else "REFUSED"
+        lines.append(f"  {shape.label()}: ≈ {est.peak / GiB:.1f} GiB peak ({est.peak_phase}) — {verdict}")
+    return "\n".join(lines)
