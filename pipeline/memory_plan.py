@@ -37,8 +37,12 @@ VAE_PARAMS = 726_105_969
 AUDIO_VAE_PARAMS = 53_248_146
 VOCODER_PARAMS = 128_537_448
 UPSAMPLER_PARAMS = 497_867_904
-TEXT_ENCODER_PARAMS = 12_187_325_040
+TEXT_ENCODER_PARAMS = 12_187_325_040  # Gemma 3 12B with its SigLIP vision tower (unused by LTX)
+TEXT_LANGUAGE_PARAMS = 11_766_034_176  # the text tower LTX runs
+TEXT_EMBED_PARAMS = 1_006_878_720  # 262,208 x 3,840 token embedding
+TEXT_LAYER_PARAMS = 224_148_992  # one of its 48 decoder layers
 TEXT_ENCODER_LAYERS = 48
+CONNECTOR_LARGEST_LEAF_PARAMS = 3840 * 49 * 4096 + 4096  # the video input projection
 BF16, FP8 = 2, 1
 
 VIDEO_WIDTH, AUDIO_WIDTH, TEXT_WIDTH = 4096, 2048, 3840
@@ -215,11 +219,17 @@ def estimate(plan: str, shape: Shape, vae_tiling: bool | None = None) -> Estimat
         transformer = TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
     else:  # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
         transformer = rest * BF16 + 2 * block_bytes
-    connectors = CONNECTORS_PARAMS * BF16 if s.connectors == "gpu" else 2 * CONNECTORS_PARAMS * BF16 // 8
+    # leaf-level streaming: the largest leaf computing while the next one arrives
+    connectors = CONNECTORS_PARAMS * BF16 if s.connectors == "gpu" else 2 * CONNECTOR_LARGEST_LEAF_PARAMS * BF16
     small = (VAE_PARAMS + AUDIO_VAE_PARAMS + VOCODER_PARAMS + UPSAMPLER_PARAMS) * BF16
     text_full = TEXT_ENCODER_PARAMS * BF16
-    weights = transformer + connectors + small + (text_full if s.text_encoder == "gpu" else 0)
-    encode_weights = {"gpu": 0, "swap": text_full, "stream": 2 * text_full // TEXT_ENCODER_LAYERS}[s.text_encoder]
+    # gpu: all of Gemma stays; swap: its text tower visits the GPU while encoding; stream: the
+    # token embedding stays (it runs before the tower) and one layer at a time visits.
+    text_resident = {"gpu": text_full, "swap": 0, "stream": TEXT_EMBED_PARAMS * BF16}[s.text_encoder]
+    encode_weights = {"gpu": 0, "swap": TEXT_LANGUAGE_PARAMS * BF16, "stream": 2 * TEXT_LAYER_PARAMS * BF16}[
+        s.text_encoder
+    ]
+    weights = transformer + connectors + small + text_resident
     host = 0
     if s.text_encoder != "gpu":
         host += text_full

@@ -45,7 +45,7 @@ from pipeline.schedule import (
     unpack_audio,
     unpack_video,
 )
-from pipeline.start_image import CONDITIONING_CRF, decode_start_image, prepare_condition_frame
+from pipeline.start_image import CONDITIONING_CRF, condition_pixels, decode_start_image, prepare_start_frame
 from pipeline.video_decode import decode_windows, to_uint8_frames
 
 SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
@@ -189,11 +189,9 @@ class VideoGenerator:
                 self._prompt_cache.popitem(last=False)
         return text
 
-    def encode_image(self, image: Image.Image, width: int, height: int, crf: int | None) -> torch.Tensor:
-        """The start image's normalized VAE latent (1, C, 1, h, w) at one stage's size."""
-        frame = prepare_condition_frame(image, width, height, crf)
-        pixels = torch.from_numpy(frame.astype(np.float32) / 255.0) * 2.0 - 1.0
-        pixels = pixels.permute(2, 0, 1)[None, :, None].to(self.device, self.dtype)
+    def encode_image(self, frame: np.ndarray, width: int, height: int) -> torch.Tensor:
+        """The start frame's normalized VAE latent (1, C, 1, h, w) at one stage's size."""
+        pixels = condition_pixels(frame, width, height).to(self.device, self.dtype)
         vae = self.components.vae
         latent = vae.encode(pixels).latent_dist.mode().float()
         return self._normalize(latent)
@@ -323,14 +321,14 @@ class VideoGenerator:
         geometry = plan_geometry(request, start.width, start.height)
         strength = request.image_strength
         text = self.encode_prompt(request.prompt)
-        s1_w, s1_h = geometry.stage1_size
-        image1 = self.encode_image(start, s1_w, s1_h, image_crf)
-        image2 = self.encode_image(start, geometry.width, geometry.height, image_crf)
+        frame = prepare_start_frame(start, image_crf)
+        image1 = self.encode_image(frame, *geometry.stage1_size)
+        image2 = self.encode_image(frame, geometry.width, geometry.height)
         timings["prepare"] = time.perf_counter() - clock
         tracker.report("prepare", 1, 1)
 
-        # Noise comes from one CPU generator, drawn in a fixed order, so a seed gives the same
-        # job on any device.
+        # Noise comes from one CPU generator, drawn in a fixed order and shape (video tokens, then
+        # audio; as diffusers' LTX2ConditionPipeline draws it), so a seed gives the same job on any device.
         generator = torch.Generator("cpu").manual_seed(seed)
         randn = lambda shape: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
         c = self.components
@@ -345,7 +343,7 @@ class VideoGenerator:
         clean[:, :, :1] = image1
         clean = pack_video(clean)
         mask = first_frame_mask(f, h1, w1, strength).to(self.device)
-        video = noised_state(clean, pack_video(randn((1, channels, f, h1, w1))), mask.unsqueeze(-1) * STAGE1_SIGMAS[0])
+        video = noised_state(clean, randn(tuple(clean.shape)), mask.unsqueeze(-1) * STAGE1_SIGMAS[0])
         audio = pack_audio(randn((1, audio_channels, geometry.audio_latent_frames, audio_mel)))
         video, audio = self._denoise(
             "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker
@@ -366,7 +364,7 @@ class VideoGenerator:
         upsampled[:, :, :1] = image2
         clean = pack_video(upsampled)
         mask = first_frame_mask(f, h2, w2, strength).to(self.device)
-        video = noised_state(clean, pack_video(randn((1, channels, f, h2, w2))), mask.unsqueeze(-1) * STAGE2_SIGMAS[0])
+        video = noised_state(clean, randn(tuple(clean.shape)), mask.unsqueeze(-1) * STAGE2_SIGMAS[0])
         audio = noised_state(audio, randn(tuple(audio.shape)), STAGE2_SIGMAS[0])
         video, audio = self._denoise(
             "stage2", STAGE2_SIGMAS, video, clean, mask, audio, text, (f, h2, w2), geometry, tracker

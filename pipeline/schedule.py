@@ -25,10 +25,13 @@ def sigma_tensor(sigmas: tuple[float, ...]) -> torch.Tensor:
 def first_frame_mask(
     latent_frames: int, height: int, width: int, strength: float, batch: int = 1
 ) -> torch.Tensor:
-    """Per-token denoise mask (B, N) in packed token order: 1 everywhere, 1 - strength on latent frame 0."""
-    mask = torch.ones(batch, latent_frames, height * width, dtype=torch.float32)
-    mask[:, 0] = 1.0 - strength
-    return mask.flatten(1)
+    """Per-token denoise mask (B, N) in packed token order: 1 everywhere, 1 - strength on latent frame 0.
+
+    Computed as 1 - (conditioning strength) in float32, the way diffusers' conditioning mask is.
+    """
+    conditioning = torch.zeros(batch, latent_frames, height * width, dtype=torch.float32)
+    conditioning[:, 0] = strength
+    return (1.0 - conditioning).flatten(1)
 
 
 def noised_state(clean: torch.Tensor, noise: torch.Tensor, noise_scale: torch.Tensor | float) -> torch.Tensor:

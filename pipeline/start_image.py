@@ -1,17 +1,17 @@
 """The start image: decoding, orientation, cover-crop to a stage's size and the H.264 round trip.
 
-The reference conditions on a start image that looks like a video frame: resized to cover the
-target, centre-cropped, then compressed once with H.264 at CRF 33 (the model was trained on
-such frames). That round trip runs through the bundled ffmpeg, like the MP4 writer.
+The reference conditions on a start image that looks like a video frame: compressed once with
+H.264 at CRF 33 (the model was trained on such frames), then, for each stage, resized to cover
+the stage's size and centre-cropped.
 """
 
 from __future__ import annotations
 
 import io
-import subprocess
+import math
 
-import imageio_ffmpeg
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 CONDITIONING_CRF = 33
@@ -46,36 +46,48 @@ def decode_start_image(data: bytes) -> Image.Image:
         raise StartImageError(f"input_image could not be decoded as an image ({exc})") from None
 
 
-def cover_crop(image: Image.Image, width: int, height: int) -> np.ndarray:
-    """Resize to cover (width, height) keeping the aspect ratio, centre-crop; uint8 HxWx3."""
-    scale = max(width / image.width, height / image.height)
-    resized_w = max(width, round(image.width * scale))
-    resized_h = max(height, round(image.height * scale))
-    resized = image.resize((resized_w, resized_h), Image.Resampling.BILINEAR)
-    left, top = (resized_w - width) // 2, (resized_h - height) // 2
-    cropped = resized.crop((left, top, left + width, top + height))
-    return np.asarray(cropped, dtype=np.uint8)
-
-
 def h264_round_trip(frame: np.ndarray, crf: int = CONDITIONING_CRF) -> np.ndarray:
-    """Compress one RGB frame with libx264 at `crf` and decode it back (same shape, uint8)."""
-    height, width, _ = frame.shape
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    encode = [
-        ffmpeg, "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-        "-i", "pipe:0", "-frames:v", "1", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
-        "-pix_fmt", "yuv420p", "-threads", "1", "-f", "h264", "pipe:1",
-    ]
-    encoded = subprocess.run(encode, input=np.ascontiguousarray(frame).tobytes(), capture_output=True, check=True)
-    decode = [
-        ffmpeg, "-loglevel", "error", "-f", "h264", "-i", "pipe:0", "-frames:v", "1",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-threads", "1", "pipe:1",
-    ]
-    decoded = subprocess.run(decode, input=encoded.stdout, capture_output=True, check=True)
-    return np.frombuffer(decoded.stdout, dtype=np.uint8).reshape(height, width, 3).copy()
+    """Compress one RGB frame with libx264 at `crf` (preset veryfast, yuv420p) and decode it back.
+
+    As the reference, odd edges are dropped first (4:2:0 needs even sides). Runs in-process on
+    PyAV's libavcodec: no subprocess per job, and the same conversions the reference uses.
+    """
+    import av
+
+    frame = np.ascontiguousarray(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream.height, stream.width = frame.shape[:2]
+        picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer) as container:
+        decoded = next(container.decode(video=0))
+        return decoded.to_ndarray(format="rgb24")
 
 
-def prepare_condition_frame(image: Image.Image, width: int, height: int, crf: int | None) -> np.ndarray:
-    """The conditioning frame for one stage: cover-crop, then the H.264 round trip unless crf is None/0."""
-    frame = cover_crop(image, width, height)
+def prepare_start_frame(image: Image.Image, crf: int | None = CONDITIONING_CRF) -> np.ndarray:
+    """The start image as the model saw such frames in training: uint8 HxWx3, H.264 round-tripped.
+
+    Done once per job on the source image; each stage then resizes it (`condition_pixels`).
+    """
+    frame = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return h264_round_trip(frame, crf) if crf else frame
+
+
+def condition_pixels(frame: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """Resize to cover (width, height), centre-crop, scale to [-1, 1]: (1, 3, 1, height, width) float32.
+
+    Bilinear without antialiasing on float pixels, as the reference's resize_and_center_crop;
+    sides are rounded up so the crop never comes up short.
+    """
+    pixels = torch.from_numpy(np.array(frame, dtype=np.float32)).permute(2, 0, 1)[None]
+    src_h, src_w = frame.shape[:2]
+    scale = max(height / src_h, width / src_w)
+    new_h, new_w = math.ceil(src_h * scale), math.ceil(src_w * scale)
+    pixels = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    pixels = pixels[:, :, top : top + height, left : left + width]
+    return (pixels / 127.5 - 1.0)[:, :, None]

@@ -15,7 +15,8 @@ from conftest import png_bytes, read_mp4
 def ltx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ltx-server"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [str(Path(sys.executable).parent / "ltx-server"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )
 
 

@@ -4,10 +4,17 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import png_bytes
-from pipeline.start_image import StartImageError, cover_crop, decode_start_image, h264_round_trip
+from pipeline.start_image import (
+    StartImageError,
+    condition_pixels,
+    decode_start_image,
+    h264_round_trip,
+    prepare_start_frame,
+)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
@@ -45,15 +52,28 @@ def test_truncated_image_is_refused():
         decode_start_image(png_bytes(64, 64)[:200])
 
 
-def test_cover_crop_fills_and_centres():
+def test_condition_pixels_cover_and_centre():
     pixels = np.zeros((100, 300, 3), np.uint8)
     pixels[:, 100:200] = 255  # a white centre third
-    image = Image.fromarray(pixels)
-    cropped = cover_crop(image, 64, 64)
-    assert cropped.shape == (64, 64, 3)
-    assert cropped[:, 8:56].mean() > 250  # the centre survives the crop
-    wide = cover_crop(image, 128, 32)
-    assert wide.shape == (32, 128, 3)
+    tensor = condition_pixels(pixels, 64, 64)
+    assert tensor.shape == (1, 3, 1, 64, 64) and tensor.dtype == torch.float32
+    assert float(tensor.min()) >= -1.0 and float(tensor.max()) <= 1.0
+    assert float(tensor[..., 8:56].mean()) > 0.95  # the white centre fills the square crop
+    wide = condition_pixels(pixels, 128, 32)
+    assert wide.shape == (1, 3, 1, 32, 128)
+    assert float(wide[..., :30].mean()) < -0.95  # the black left third is kept at this aspect
+
+
+def test_upscaling_never_comes_up_short():
+    tensor = condition_pixels(np.full((7, 5, 3), 128, np.uint8), 1024, 576)
+    assert tensor.shape == (1, 3, 1, 576, 1024)
+    assert torch.allclose(tensor, torch.full_like(tensor, 128 / 127.5 - 1), atol=1e-6)
+
+
+def test_start_frame_round_trip_is_switchable_and_drops_odd_edges():
+    image = Image.fromarray((np.random.default_rng(1).random((33, 51, 3)) * 255).astype(np.uint8))
+    assert prepare_start_frame(image, crf=None).shape == (33, 51, 3)
+    assert prepare_start_frame(image).shape == (32, 50, 3)
 
 
 def test_h264_round_trip_compresses_but_keeps_the_picture():
