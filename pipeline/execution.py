@@ -92,7 +92,8 @@ class EncoderSwap:
     def _onload(self, module: torch.nn.Module, args: Any) -> None:
         self.calls += 1
         for tensor, host in self._host:
-            tensor.data = host.to(self.device, non_blocking=True)
+            # copy=True: on a CPU "device" too, so the swap is observable in tests
+            tensor.data = host.to(self.device, non_blocking=True, copy=True)
 
     def _offload(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         for tensor, host in self._host:

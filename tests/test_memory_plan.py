@@ -59,8 +59,8 @@ def test_weights_per_plan_shrink_in_order():
     assert (resident - eo.weights / GiB) == pytest.approx(mp.TEXT_ENCODER_PARAMS * 2 / GiB, rel=1e-6)
     assert eo.host_ram == mp.TEXT_ENCODER_PARAMS * 2
     # fp8 halves the transformer's blocks; offload keeps only two blocks on the GPU.
-    assert estimate("fp8", shape).weights / GiB < 28
-    assert estimate("offload", shape).weights / GiB < 8
+    assert estimate("fp8", shape).weights / GiB < 30
+    assert estimate("offload", shape).weights / GiB < 10
     assert estimate("offload", shape).host_ram / GiB > 60
 
 
