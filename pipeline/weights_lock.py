@@ -342,7 +342,7 @@ def pull(
         raise LockError(f"the lock has no files for variant {variant!r} (variants: {', '.join(lock.variants())})")
     unpinned = [f.target for f in files if not f.pinned]
     if unpinned or pending:
-        names = unpinned + [f"{p.repo}:{','.join(p.include)}" for p in pending]
+        names = unpinned + [f"{p.repo} ({len(p.include)} patterns)" for p in pending]
         raise LockError(
             f"{len(names)} entries are not pinned yet ({', '.join(names[:4])}{'…' if len(names) > 4 else ''}); "
             "run `ltx-server weights lock` where the hub is reachable"

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "server.generate_cli",
     "server.serve_cli",
     "server.worker_cli",
+    "server.weights_cli",
 )
 
 

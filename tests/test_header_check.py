@@ -109,3 +109,22 @@ def test_read_header_reads_no_data(tiny_dir):
     tensors, _, needed = read_header(path)
     assert needed == path.stat().st_size
     assert set(tensors) == set(load_file(path))
+
+
+def test_cli_check_exit_codes(tiny_dir, tmp_path, capsys):
+    from server.cli import main
+
+    assert main(["weights", "check", str(tiny_dir)]) == 0
+    assert "all components match" in capsys.readouterr().out
+    assert main(["weights", "check", str(tiny_dir), "--against", "real"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert main(["weights", "check", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_cli_plan(capsys):
+    from server.cli import main
+
+    assert main(["weights", "plan", "--vram-gb", "48"]) == 0
+    assert capsys.readouterr().out.startswith("memory plan fp8")
+    assert main(["weights", "plan", "--vram-gb", "48", "--plan", "bogus"]) == 2
+    assert "unknown plan 'bogus'" in capsys.readouterr().err

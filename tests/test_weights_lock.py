@@ -298,3 +298,23 @@ def test_lock_resolves_patterns_with_the_hub_api(hub, tiny_lock):
         )
     with pytest.raises(LockError, match="no file matches"):
         resolve_lock(Lock(patterns=[LockedPattern(REPO, None, ("nope/*",))]), endpoint=hub.endpoint, token=False)
+
+
+def test_cli_pull_verify_and_errors(hub, tiny_lock, tmp_path, monkeypatch, capsys):
+    from server.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    lock_file = tmp_path / "tiny.lock"
+    lock_file.write_text(tiny_lock.to_json())
+    dest = tmp_path / "weights"
+    assert main(["weights", "pull", "--lock", str(lock_file), "--dir", str(dest)]) == 0
+    assert f"{len(tiny_lock.files)} downloaded" in capsys.readouterr().out
+    assert main(["weights", "verify", "--lock", str(lock_file), "--dir", str(dest)]) == 0
+    victim = dest / _biggest(tiny_lock).target
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert main(["weights", "verify", "--lock", str(lock_file), "--dir", str(dest)]) == 1
+    assert f"{_biggest(tiny_lock).target}: size 100 bytes" in capsys.readouterr().out
+    # User errors: one line on stderr, exit status 2.
+    assert main(["weights", "pull", "--lock", str(tmp_path / "nope.lock"), "--dir", str(dest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ltx-server weights: error:") and "no such lock file" in err and "\n" not in err

@@ -1,0 +1,158 @@
+"""`ltx-server weights lock|pull|verify|check|plan`: the real weights, pinned, fetched and checked.
+
+    weights lock   [--lock FILE]                     resolve unknown revisions/hashes with the hub API
+    weights pull   [--lock FILE] [--dir DIR]          download what the lock names, then verify
+    weights verify [--lock FILE] [--dir DIR]          size + sha256 of every file (cached by mtime)
+    weights check  [DIR] [--against real|own]         safetensors headers vs the architecture
+    weights plan   [--vram-gb N] [--plan NAME]        the memory plan and its estimates
+
+HF_TOKEN (the Gemma repo is gated), HF_HUB_OFFLINE and HF_ENDPOINT are honoured by
+huggingface_hub itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from server.cli import CommandError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `weights` sub-command and its actions."""
+    parser = subparsers.add_parser(
+        "weights",
+        help="pin, download, verify and check the real model weights",
+        description="Manage the LTX-2.3 weights named by weights.lock.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser, with_dir: bool = True) -> None:
+        p.add_argument("--lock", type=Path, default=None, help="lock file (default $LTX_WEIGHTS_LOCK, ./weights.lock)")
+        p.add_argument("--variant", default="diffusers", help="which files of the lock (default diffusers)")
+        if with_dir:
+            p.add_argument("--dir", type=Path, default=None, help="weights directory (default $LTX_WEIGHTS_DIR)")
+
+    p = actions.add_parser("lock", help="resolve unknown revisions, sizes and sha256 with the hub API")
+    common(p, with_dir=False)
+    p.add_argument("--output", type=Path, default=None, help="write here instead of over the lock")
+    p.set_defaults(handler=_lock)
+
+    p = actions.add_parser("pull", help="download the locked files (resumable), then verify them")
+    common(p)
+    p.set_defaults(handler=_pull)
+
+    p = actions.add_parser("verify", help="check size and sha256 of every locked file")
+    common(p)
+    p.set_defaults(handler=_verify)
+
+    p = actions.add_parser("check", help="compare safetensors headers with the architecture (no data read)")
+    p.add_argument("path", nargs="?", type=Path, default=None, help="weights directory (default $LTX_WEIGHTS_DIR)")
+    p.add_argument("--against", choices=("real", "own"), default=None,
+                   help="real: the LTX-2.3 configs; own: each folder's config.json (default: own for the tiny model)")
+    p.set_defaults(handler=_check)
+
+    p = actions.add_parser("plan", help="show the memory plan for this GPU (or --vram-gb) and its estimates")
+    p.add_argument("--vram-gb", type=float, default=None, help="GPU memory in GiB (default: the visible GPU)")
+    p.add_argument("--plan", default="auto", help="auto | resident | encoder-offload | fp8 | offload")
+    p.set_defaults(handler=_plan)
+
+
+def _weights_dir(path: Path | None) -> Path:
+    from pipeline.weights_location import default_weights_dir
+
+    return (path or default_weights_dir()).resolve()
+
+
+def _read_lock(path: Path | None):
+    from pipeline.weights_lock import LockError, default_lock_path, read_lock
+
+    try:
+        return read_lock(path or default_lock_path())
+    except LockError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None  # None: huggingface_hub falls back to `hf auth login`
+
+
+def _endpoint() -> str | None:
+    # huggingface_hub reads HF_ENDPOINT once at import; read it at call time too (mirrors, tests).
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _lock(args: argparse.Namespace) -> int:
+    from pipeline.weights_lock import LockError, default_lock_path, resolve_lock
+
+    source = args.lock or default_lock_path()
+    lock = _read_lock(source)
+    try:
+        resolved = resolve_lock(lock, endpoint=_endpoint(), token=_token())
+    except LockError as exc:
+        raise CommandError(str(exc)) from exc
+    except Exception as exc:  # network, auth: one line
+        raise CommandError(f"cannot reach the hub to resolve the lock: {exc}") from exc
+    target = args.output or source
+    target.write_text(resolved.to_json())
+    print(f"{target}: {len(resolved.files)} files pinned ({', '.join(resolved.variants())})")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pipeline.components import WeightsError
+    from pipeline.weights_lock import LockError, pull
+
+    root = _weights_dir(args.dir)
+    lock = _read_lock(args.lock)
+    try:
+        report = pull(lock, root, variant=args.variant, endpoint=_endpoint(), token=_token())
+    except (LockError, WeightsError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"{root}: {len(report.downloaded)} downloaded, {len(report.skipped)} already present; "
+          f"{len(report.verify.checked)} files verified")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pipeline.weights_lock import verify_files
+
+    root = _weights_dir(args.dir)
+    lock = _read_lock(args.lock)
+    files = lock.select(args.variant)
+    if not files:
+        raise CommandError(f"the lock pins no files for variant {args.variant!r}; run `ltx-server weights lock`")
+    report = verify_files(root, files, show_progress=sys.stderr.isatty())
+    print(report.message(root))
+    return 0 if report.ok else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pipeline.header_check import check_directory
+
+    root = _weights_dir(args.path)
+    if not root.is_dir():
+        raise CommandError(f"{root} is not a directory")
+    report = check_directory(root, args.against)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from pipeline.memory_plan import GiB, PlanError, resolve_plan, summary
+
+    vram = int(args.vram_gb * GiB) if args.vram_gb else None
+    if vram is None:
+        from pipeline.execution import gpu_total_memory
+
+        vram = gpu_total_memory("cuda")
+        if vram is None:
+            raise CommandError("no GPU is visible: pass --vram-gb N to plan for a card")
+    try:
+        plan = resolve_plan(args.plan, vram)
+    except PlanError as exc:
+        raise CommandError(str(exc)) from exc
+    print(summary(plan, vram))
+    return 0
