@@ -34,9 +34,10 @@ COPY server ./server
 RUN pip install .
 
 # Non-root; weights and job data live in volumes owned by this user.
-RUN useradd --create-home --uid 10001 ltx \
+RUN groupadd --gid 10001 ltx \
+    && useradd --create-home --uid 10001 --gid 10001 ltx \
     && mkdir -p /weights /data \
-    && chown ltx:ltx /weights /data
+    && chown 10001:10001 /weights /data
 USER 10001:10001
 
 ENV LTX_HOST=0.0.0.0 \
