@@ -39,7 +39,6 @@ from pipeline.schedule import (
     euler_step,
     first_frame_mask,
     noised_state,
-    pack_audio,
     pack_video,
     sigma_tensor,
     unpack_audio,
@@ -344,7 +343,7 @@ class VideoGenerator:
         clean = pack_video(clean)
         mask = first_frame_mask(f, h1, w1, strength).to(self.device)
         video = noised_state(clean, randn(tuple(clean.shape)), mask.unsqueeze(-1) * STAGE1_SIGMAS[0])
-        audio = pack_audio(randn((1, audio_channels, geometry.audio_latent_frames, audio_mel)))
+        audio = randn((1, geometry.audio_latent_frames, audio_channels * audio_mel))  # token shape, as the reference
         video, audio = self._denoise(
             "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker
         )
