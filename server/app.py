@@ -49,7 +49,7 @@ log = logging.getLogger("ltx_server.api")
 
 SEED_RANGE = 2**32  # same range the runtime draws from; JSON- and JavaScript-safe
 SYNC_POLL_SECONDS = 0.25
-READY_MAX_AGE = 30.0  # a worker row older than this is not counted as ready
+READY_MAX_AGE = 10.0  # a worker row older than this is not counted as ready (workers refresh every 2 s)
 
 
 class APIError(Exception):

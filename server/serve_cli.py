@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from server.auth import KeyConfigError, KeyRing, is_loopback
@@ -101,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     supervisor.start()
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port, count,
              _redact(config.store_url))
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that
+    # would kill this process before the workers are stopped, so make it a no-op here.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
         uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
                     timeout_graceful_shutdown=5)

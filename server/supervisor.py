@@ -48,7 +48,7 @@ class WorkerSlot:
     worker_id: str = ""
     restarts: int = 0
     started_at: float = 0.0
-    backoff: float = 1.0
+    backoff: float = 0.25  # doubled before use: 0.5 s, 1 s, 2 s ... while it keeps dying young
     next_start: float = 0.0
     history: list[int] = field(default_factory=list)
 
@@ -124,11 +124,11 @@ class Supervisor:
         self.store.remove_worker(slot.worker_id)
         # Back off when a worker dies soon after starting (e.g. broken weights), reset otherwise.
         lived = time.monotonic() - slot.started_at
-        slot.backoff = 1.0 if lived > 60 else min(RESTART_BACKOFF_MAX, slot.backoff * 2)
+        slot.backoff = 0.5 if lived > 60 else min(RESTART_BACKOFF_MAX, slot.backoff * 2)
         slot.restarts += 1
         slot.history.append(code)
         slot.process = None
-        slot.next_start = time.monotonic() + (0.5 if lived > 60 else slot.backoff)
+        slot.next_start = time.monotonic() + slot.backoff
         log.error("worker %d (pid %d) %s; restarting in %.1f s", slot.index, process.pid, how,
                   slot.next_start - time.monotonic())
 

@@ -32,6 +32,7 @@ log = logging.getLogger("ltx_server.worker")
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between store reads in the per-step cancel check
 IDLE_POLL_INTERVAL = 0.25
 PROGRESS_EVENT_INTERVAL = 1.0  # at most one progress event per job per second
+LIVENESS_INTERVAL = 2.0  # the API counts a worker as ready while its row is fresher than 5x this
 _TEST_DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
 _TEST_OOM = "[[test-oom]]"
 
@@ -105,9 +106,18 @@ class Worker:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
+    def _keep_alive(self) -> None:
+        """Refresh this worker's row every LIVENESS_INTERVAL, busy or idle (readiness reads it)."""
+        while not self.stop_event.wait(LIVENESS_INTERVAL):
+            try:
+                self.store.worker_seen(self.worker_id)
+            except Exception:
+                log.exception("liveness update failed; retrying")
+
     def run_forever(self) -> None:
         """Claim and run jobs until `stop_event` is set."""
-        last_seen = last_recover = 0.0
+        last_recover = 0.0
+        threading.Thread(target=self._keep_alive, name="liveness", daemon=True).start()
         try:
             while not self.stop_event.is_set():
                 now = time.time()
@@ -117,13 +127,9 @@ class Worker:
                     last_recover = now
                 job = self.store.claim_next(self.worker_id, self.lease_seconds)
                 if job is None:
-                    if now - last_seen > 5.0:
-                        self.store.worker_seen(self.worker_id)
-                        last_seen = now
                     self.stop_event.wait(IDLE_POLL_INTERVAL)
                     continue
                 self.run_job(job)
-                self.store.worker_seen(self.worker_id)
         finally:
             self.store.remove_worker(self.worker_id)
 

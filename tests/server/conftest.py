@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serverkit import ImageHost, LiveServer, bomb_png, png_bytes
+from serverkit import KEY_A, KEY_B, ImageHost, LiveServer, bomb_png, png_bytes
 
 PG_URL = os.environ.get("LTX_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
 
@@ -77,24 +77,38 @@ def store_url(request, tmp_path):
 # ---- live servers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live_server_factory(tmp_path_factory):
-    """Start servers for a module; all are stopped at the module's end."""
-    servers: list[LiveServer] = []
-
+def _factory(tmp_path_factory, servers: list[LiveServer]):
     def make(args: list[str] | None = None, env: dict[str, str] | None = None, start: bool = True,
              data_dir: Path | None = None) -> LiveServer:
         server = LiveServer(data_dir or tmp_path_factory.mktemp("ltx-data"), list(args or []), dict(env or {}))
         servers.append(server)
         return server.start() if start else server
 
-    yield make
+    return make
+
+
+@pytest.fixture(scope="module")
+def live_server_factory(tmp_path_factory):
+    """Start servers for one module; all are stopped at the module's end."""
+    servers: list[LiveServer] = []
+    yield _factory(tmp_path_factory, servers)
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def keyed_live(tmp_path_factory):
+    """The shared server of the API and image tests: two API keys, private image URLs allowed (the
+    test image host is on 127.0.0.1), a 1 MiB / 1 s fetch limit, 1 s keep-alives, 5 s leases."""
+    servers: list[LiveServer] = []
+    make = _factory(tmp_path_factory, servers)
+    yield make(["--api-keys", f"alice:{KEY_A},bob:{KEY_B}", "--keepalive-seconds", "1", "--lease-seconds", "5",
+                "--allow-private-urls", "--fetch-max-bytes", str(2**20), "--fetch-timeout", "1"])
     for server in servers:
         server.cleanup()
 
 
 @pytest.fixture(scope="session")
 def have_jq() -> bool:
-    return shutil.which("jq") is not None and shutil.which("curl") is not None
-
-
+    """The documented cURL flow pipes through awk and jq."""
+    return all(shutil.which(tool) for tool in ("curl", "awk", "jq"))

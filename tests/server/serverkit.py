@@ -147,13 +147,14 @@ class LiveServer:
             self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 90, path: str = "/readyz") -> None:
+        """Until `path` answers 200: /readyz (a worker has its model) or /healthz (the API is up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.base + path, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -201,7 +202,7 @@ class LiveServer:
 # ---- polling --------------------------------------------------------------------------------
 
 
-def wait_for(fetch, predicate, timeout: float = 60, interval: float = 0.1):
+def wait_for(fetch, predicate, timeout: float = 60, interval: float = 0.25):
     """Poll `fetch()` until `predicate(value)`; returns the value or fails with the last one."""
     deadline = time.monotonic() + timeout
     value = None

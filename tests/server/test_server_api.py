@@ -1,7 +1,8 @@
 """End to end against a live `ltx-server serve --weights tiny`: the contract's client flows run
 as a client would run them, plus cancel, failures, keys and events.
 
-One server (one CPU worker, two API keys) is shared by the module; requests are 128x128, 9 frames.
+One server (one CPU worker, two API keys; `keyed_live` in conftest.py) is shared with the image
+tests; requests are 128x128, 9 frames.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: makes a job 
 
 
 @pytest.fixture(scope="module")
-def live(live_server_factory):
-    return live_server_factory(["--api-keys", f"alice:{KEY_A},bob:{KEY_B}", "--keepalive-seconds", "1",
-                                "--lease-seconds", "5"])
+def live(keyed_live):
+    return keyed_live
 
 
 def auth(key: str = KEY_A) -> dict[str, str]:
@@ -121,13 +121,6 @@ def test_queue_specific_errors(live):
                                         "title": "The requested resource could not be found"},
                               "status": "error", "status_message": "resource_not_found"}
     assert httpx.delete(live.api + "/ai/queue/nope", headers=auth()).status_code == 404
-
-
-def test_private_input_image_refused_when_allow_private_is_off(live, image_host):
-    response = httpx.post(live.api + "/ai/queue", headers=auth(),
-                          json=tiny_body(input_image=image_host.base + "/ok.png"))
-    assert response.status_code == 400
-    assert "private, loopback or link-local" in response.json()["error"]["detail"]
 
 
 # ---- the three client flows ------------------------------------------------------------------
