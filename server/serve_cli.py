@@ -71,35 +71,46 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s", notice)
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
-    # Resolve the weights once here: it builds the tiny model before the workers need it and
-    # tells how many workers to start.
+    from server.app import create_app
+    from server.store import JobStore
+    from server.supervisor import Supervisor
+    from server.worker import resolve_weights_once
+
+    store = JobStore(config.store_url)
+
+    def supervise(count: int, gpu_ids: list[int]) -> Supervisor:
+        supervisor = Supervisor(store, config.store_url, config.data_dir, config.weights, count,
+                                config.lease_seconds, gpu_ids, config.log_level)
+        supervisor.start()
+        return supervisor
+
+    # The tiny model always gets CPU-style scheduling (one worker unless told otherwise), so its
+    # worker can start now and import torch while this process does the same.
+    supervisor = supervise(config.workers or 1, []) if config.weights == "tiny" else None
+
+    # Resolve the weights here too: it tells how many workers a real model gets (one per GPU)
+    # and gives the notice shown in the log and in /api/ai/models.
     import torch
 
     from pipeline.components import WeightsError
-    from pipeline.weights_location import resolve_weights
 
     try:
-        choice = resolve_weights(config.weights, config.data_dir)
+        choice = resolve_weights_once(config.weights, config.data_dir)
     except WeightsError as exc:
+        if supervisor:
+            supervisor.stop()
         raise CommandError(str(exc)) from None
     if choice.notice:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, choice.notice, banner)
-    gpu_ids: list[int] = []
-    if choice.device.startswith("cuda") and not choice.smoke_test:
-        gpu_ids = list(range(torch.cuda.device_count()))
-    count = config.workers or max(1, len(gpu_ids))
+    if supervisor is None:
+        gpu_ids: list[int] = []
+        if choice.device.startswith("cuda") and not choice.smoke_test:
+            gpu_ids = list(range(torch.cuda.device_count()))
+        supervisor = supervise(config.workers or max(1, len(gpu_ids)), gpu_ids)
+    count = len(supervisor.slots)
     config = dataclasses.replace(config, weights_notice=choice.notice)
-
-    from server.app import create_app
-    from server.store import JobStore
-    from server.supervisor import Supervisor
-
-    store = JobStore(config.store_url)
     app = create_app(config, store=store, keys=keys)
-    supervisor = Supervisor(store, config.store_url, config.data_dir, config.weights, count,
-                            config.lease_seconds, gpu_ids, config.log_level)
-    supervisor.start()
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port, count,
              _redact(config.store_url))
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that
