@@ -74,6 +74,7 @@ def test_every_redirect_hop_is_checked(image_host, monkeypatch):
     assert fetch_image_bytes(image_host.base + "/hop1") == png_bytes()  # allowed hops are followed
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bomb is the point
 def test_fetch_limits(image_host):
     fetch = lambda path, **kw: fetch_image_bytes(image_host.base + path, allow_private=True, **kw)  # noqa: E731
     with pytest.raises(ImageFetchError, match="larger than the 1 MiB limit"):
@@ -141,3 +142,50 @@ def test_every_option_has_a_flag_and_an_env_var():
     assert config.port == 9002 and config.insecure and config.weights == "tiny"  # flag beats env
     assert all(option.env.startswith("LTX_") and option.flag.startswith("--") for option in OPTIONS)
     assert config.store_url.startswith("sqlite:///") and config.store_url.endswith("jobs.sqlite3")
+
+
+# ---- in-process app checks (no workers needed) -------------------------------------------------
+
+
+def _app_config(tmp_path, **overrides):
+    from server.config import ServerConfig
+
+    return ServerConfig(data_dir=tmp_path, **overrides)
+
+
+def test_without_keys_non_loopback_clients_are_refused(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    app = create_app(_app_config(tmp_path))
+    with TestClient(app) as client:  # the test client's address is "testclient", not loopback
+        response = client.get("/api/ai/queue")
+        assert response.status_code == 401
+        assert "loopback" in response.json()["error"]["detail"]
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503  # no worker has loaded a model
+    insecure = create_app(_app_config(tmp_path, insecure=True))
+    with TestClient(insecure) as client:
+        assert client.get("/api/ai/queue").json() == {"count": 0, "generations": []}
+
+
+def test_retention_deletes_files_and_says_so_in_the_record(tmp_path):
+    from server.app import apply_retention
+    from server.schemas import generation_row
+    from server.store import JobStore, NewJob
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    (job,) = store.enqueue([NewJob(owner="o", model="m", params={"prompt": "p", "input_image": "x"},
+                                   input_sha256="s")], b"img", now=0.0)
+    store.claim_next("w", 30, now=1.0)
+    result = tmp_path / "results" / "o" / f"{job.id}.mp4"
+    result.parent.mkdir(parents=True)
+    result.write_bytes(b"mp4")
+    store.complete(job.id, "w", f"results/o/{job.id}.mp4", {}, now=2.0)
+    assert apply_retention(store, tmp_path, retention_hours=1, now=2.0 + 1800) == []  # not yet
+    assert apply_retention(store, tmp_path, retention_hours=1, now=2.0 + 3601) == [job.id]
+    assert not result.exists()
+    row = generation_row(store.get(job.id), result_url=None)
+    assert row["status"] == "succeeded" and row["result_url"] is None
+    assert "retention policy" in row["error_message"] and row["result_deleted_at"]
