@@ -243,10 +243,14 @@ def gemma_config():
     return Gemma3Config(**GEMMA3_12B_CONFIG)
 
 
-def meta_module(name: str, configs: dict[str, dict[str, Any]] | None = None) -> torch.nn.Module:
+def meta_module(
+    name: str, configs: dict[str, dict[str, Any]] | None = None, include_buffers: bool = True
+) -> torch.nn.Module:
     """Instantiate one component on the meta device: real shapes, no memory, no data.
 
     `configs` defaults to the real ones; pass e.g. the tiny configs to build those the same way.
+    `include_buffers=False` keeps buffers real (computed at init: RoPE tables, filters), as a
+    loader needs, since non-persistent buffers are never in a checkpoint.
     """
     from accelerate import init_empty_weights
 
@@ -255,7 +259,7 @@ def meta_module(name: str, configs: dict[str, dict[str, Any]] | None = None) -> 
     configs = REAL_CONFIGS if configs is None else configs
     cls = COMPONENT_CLASSES[name]
     # init_empty_weights also puts buffers on meta, so even the VAE's statistics cost nothing.
-    with init_empty_weights(include_buffers=True):
+    with init_empty_weights(include_buffers=include_buffers):
         if name == "text_encoder":
             return cls(gemma_config())
         return cls(**configs[name])

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify)
 
     p = actions.add_parser("check", help="compare safetensors headers with the architecture (no data read)")
-    p.add_argument("path", nargs="?", type=Path, default=None, help="weights directory (default $LTX_WEIGHTS_DIR)")
+    p.add_argument("path", nargs="?", type=Path, default=None,
+                   help="weights directory or official .safetensors file (default $LTX_WEIGHTS_DIR)")
     p.add_argument("--against", choices=("real", "own"), default=None,
                    help="real: the LTX-2.3 configs; own: each folder's config.json (default: own for the tiny model)")
     p.set_defaults(handler=_check)
@@ -131,11 +132,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from pipeline.header_check import check_directory
+    from pipeline.single_file import check_single_file, find_single_file
 
     root = _weights_dir(args.path)
-    if not root.is_dir():
-        raise CommandError(f"{root} is not a directory")
-    report = check_directory(root, args.against)
+    if root.is_file():  # an official single-file checkpoint on its own
+        report = check_single_file(root)
+    elif not root.is_dir():
+        raise CommandError(f"{root} is not a weights directory or a .safetensors file")
+    elif (found := find_single_file(root)) is not None and not (root / "model_index.json").is_file():
+        report = check_single_file(*found)
+    else:
+        report = check_directory(root, args.against)
     print(report.text())
     return 0 if report.ok else 1
 

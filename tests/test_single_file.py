@@ -1,0 +1,241 @@
+"""Official single-file checkpoints: name mapping, header check and loading.
+
+`tests/fixtures/ltx23_checkpoint_keys.json.gz` lists every tensor (name, shape) of the official
+LTX-2.3 files as Lightricks' ltx-core 1.0.0 modules define them under the 2.3 configuration
+(regenerate with tests/fixtures/make_ltx23_checkpoint_keys.py where ltx-core is installed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.components import WeightsError, load_components
+from pipeline.header_check import expected_shapes
+from pipeline.real_configs import meta_module
+from pipeline.single_file import (
+    SINGLE_FILE_COMPONENTS,
+    check_single_file,
+    load_single_file,
+    map_names,
+    to_diffusers,
+)
+from pipeline.tiny import TINY_CONFIGS, ensure_tiny_model
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ltx23_checkpoint_keys.json.gz"
+
+
+@pytest.fixture(scope="module")
+def official() -> dict:
+    with gzip.open(FIXTURE, "rt") as f:
+        return json.load(f)
+
+
+def test_mapping_covers_every_real_tensor_exactly(official):
+    combined = official["combined"]
+    mapped, dropped = map_names(list(combined))
+    assert dropped == []
+    for name in SINGLE_FILE_COMPONENTS:
+        want, _ = expected_shapes(meta_module(name))
+        got = {dk: tuple(combined[ck]) for dk, ck in mapped[name].items()}
+        assert set(got) == set(want), name
+        assert all(got[k] == want[k] for k in want), name
+    want, _ = expected_shapes(meta_module("latent_upsampler"))
+    assert {k: tuple(v) for k, v in official["upsampler"].items()} == want
+
+
+def test_known_prefixes_and_dropped_statistics():
+    assert to_diffusers("model.diffusion_model.adaln_single.linear.weight") == (
+        "transformer", "time_embed.linear.weight",
+    )
+    assert to_diffusers("model.diffusion_model.audio_prompt_adaln_single.linear.bias") == (
+        "transformer", "audio_prompt_adaln.linear.bias",
+    )
+    assert to_diffusers("text_embedding_projection.video_aggregate_embed.weight") == (
+        "connectors", "video_text_proj_in.weight",
+    )
+    assert to_diffusers("vae.per_channel_statistics.mean-of-means") == ("vae", "latents_mean")
+    assert to_diffusers("vae.per_channel_statistics.mean-of-stds") is None
+    assert to_diffusers("vocoder.bwe_generator.ups.0.weight") == ("vocoder", "bwe_generator.upsamplers.0.weight")
+
+
+def _write_header_only(path: Path, shapes: dict[str, list[int]], metadata: dict[str, str]) -> None:
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 2 * int(torch.Size(shape).numel())
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob)
+
+
+def test_weights_check_of_the_official_layout_without_data(official, tmp_path):
+    ckpt = tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors"
+    up = tmp_path / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
+    _write_header_only(ckpt, official["combined"], {"config": json.dumps({"model_version": "2.3.0"})})
+    _write_header_only(up, official["upsampler"], {})
+    report = check_single_file(ckpt, up)
+    assert [c.name for c in report.components] == [*SINGLE_FILE_COMPONENTS, "latent_upsampler"]
+    for c in report.components:
+        assert (c.missing, c.unexpected, c.wrong_shape, c.unreadable) == ([], [], [], []), c.lines()
+        assert c.truncated  # header only
+    # A 2.0 checkpoint, a renamed tensor and a wrong shape are all named.
+    combined = dict(official["combined"])
+    combined["model.diffusion_model.not_a_layer.weight"] = combined.pop("model.diffusion_model.patchify_proj.weight")
+    combined["vae.decoder.conv_in.conv.weight"] = [1, 2, 3]
+    _write_header_only(ckpt, combined, {"model_version": "2.0.0"})
+    report = check_single_file(ckpt)
+    by = {c.name: c for c in report.components}
+    assert by["transformer"].missing == ["proj_in.weight"]
+    assert by["transformer"].unexpected == ["model.diffusion_model.not_a_layer.weight"]
+    assert [n for n, _, _ in by["vae"].wrong_shape] == ["decoder.conv_in.conv.weight"]
+    assert "is not LTX-2.3" in report.text()
+
+
+# ---- loading, shown on the tiny model written in the official layout --------------------------
+
+_INVERSE_T = [
+    ("prompt_adaln", "prompt_adaln_single"), ("norm_k", "k_norm"), ("norm_q", "q_norm"),
+    ("audio_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_audio"),
+    ("video_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_video"),
+    ("av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single"),
+    ("av_cross_attn_audio_scale_shift", "av_ca_audio_scale_shift_adaln_single"),
+    ("av_cross_attn_video_a2v_gate", "av_ca_a2v_gate_adaln_single"),
+    ("av_cross_attn_video_scale_shift", "av_ca_video_scale_shift_adaln_single"),
+    ("audio_proj_in", "audio_patchify_proj"),
+]
+
+
+def to_official(component: str, name: str) -> str:
+    """Test-only inverse of `to_diffusers` (pinned by the round trip over the fixture)."""
+    if component == "transformer":
+        for old, new in (("time_embed.", "adaln_single."), ("audio_time_embed.", "audio_adaln_single.")):
+            if name.startswith(old):
+                name = new + name[len(old):]
+        for old, new in _INVERSE_T:
+            name = name.replace(old, new)
+        name = re.sub(r"(^|\.)proj_in\.", r"\1patchify_proj.", name)
+        return "model.diffusion_model." + name
+    if component == "connectors":
+        for side in ("video", "audio"):
+            if name.startswith(f"{side}_text_proj_in."):
+                return f"text_embedding_projection.{side}_aggregate_embed." + name.split(".", 1)[1]
+        for old, new in (
+            ("video_connector", "video_embeddings_connector"), ("audio_connector", "audio_embeddings_connector"),
+            ("transformer_blocks", "transformer_1d_blocks"), ("norm_q", "q_norm"), ("norm_k", "k_norm"),
+        ):
+            name = name.replace(old, new)
+        return "model.diffusion_model." + name
+    if component in ("vae", "audio_vae"):
+        stats = {
+            "latents_mean": "per_channel_statistics.mean-of-means",
+            "latents_std": "per_channel_statistics.std-of-means",
+        }
+        if name in stats:
+            return f"{component}.{stats[name]}"
+        if component == "vae":
+            name = re.sub(r"^encoder\.mid_block\.", "encoder.down_blocks.@8.", name)
+            name = re.sub(r"^decoder\.mid_block\.", "decoder.up_blocks.@0.", name)
+            name = re.sub(r"down_blocks\.(\d)\.downsamplers\.0\.", lambda m: f"down_blocks.@{2 * int(m[1]) + 1}.", name)
+            name = re.sub(r"down_blocks\.(\d)\.", lambda m: f"down_blocks.@{2 * int(m[1])}.", name)
+            name = re.sub(r"up_blocks\.(\d)\.upsamplers\.0\.", lambda m: f"up_blocks.@{2 * int(m[1]) + 1}.", name)
+            name = re.sub(r"up_blocks\.(\d)\.", lambda m: f"up_blocks.@{2 * int(m[1]) + 2}.", name)
+            name = name.replace("@", "").replace("resnets", "res_blocks")
+            name = name.replace("time_embedder", "last_time_embedder")
+            name = name.replace("scale_shift_table", "last_scale_shift_table")
+        return f"{component}.{name}"
+    if component == "vocoder":
+        name = re.sub(r"\.upsamplers\.(\d+)\.(weight|bias)$", r".ups.\1.\2", name)
+        for old, new in (("resnets", "resblocks"), ("conv_in", "conv_pre"), ("conv_out", "conv_post"),
+                         ("act_out", "act_post"), ("downsample.", "downsample.lowpass.")):
+            name = name.replace(old, new)
+        return "vocoder." + name
+    raise AssertionError(component)
+
+
+def test_inverse_round_trips_over_the_official_names(official):
+    for key in official["combined"]:
+        component, name = to_diffusers(key)
+        assert to_official(component, name) == key
+
+
+def test_load_single_file_reassembles_the_tiny_model(tmp_path):
+    tiny = load_components(ensure_tiny_model(tmp_path / "cache"))
+    combined = {}
+    for name in SINGLE_FILE_COMPONENTS:
+        for key, tensor in getattr(tiny, name).state_dict().items():
+            combined[to_official(name, key)] = tensor.contiguous()
+    ckpt, up = tmp_path / "tiny-official.safetensors", tmp_path / "tiny-upscaler.safetensors"
+    save_file(combined, ckpt, metadata={"config": json.dumps({"model_version": "2.3.0"})})
+    save_file({k: v.contiguous() for k, v in tiny.latent_upsampler.state_dict().items()}, up)
+
+    modules = load_single_file(ckpt, up, dtype=torch.float32, configs=TINY_CONFIGS)
+    assert set(modules) == {*SINGLE_FILE_COMPONENTS, "latent_upsampler"}
+    for name, module in modules.items():
+        reference = getattr(tiny, name).state_dict()
+        loaded = module.state_dict()
+        assert set(loaded) == set(reference), name
+        for key in reference:
+            torch.testing.assert_close(loaded[key], reference[key], msg=f"{name}.{key}")
+    # A checkpoint of another model version is refused by name.
+    save_file(combined, ckpt, metadata={"model_version": "2.0"})
+    with pytest.raises(WeightsError, match="not LTX-2.3"):
+        load_single_file(ckpt, up, dtype=torch.float32, configs=TINY_CONFIGS)
+    # A missing tensor is refused, naming the component.
+    combined.pop(next(k for k in combined if k.startswith("vocoder.")))
+    save_file(combined, ckpt, metadata={"model_version": "2.3.0"})
+    with pytest.raises(WeightsError, match="vocoder does not fit"):
+        load_single_file(ckpt, up, dtype=torch.float32, configs=TINY_CONFIGS)
+
+
+def test_a_directory_in_the_official_layout_loads_as_components(tmp_path):
+    import shutil
+
+    from pipeline.single_file import find_single_file, load_single_file_components
+
+    tiny_dir = ensure_tiny_model(tmp_path / "cache")
+    tiny = load_components(tiny_dir)
+    work = tmp_path / "official"
+    work.mkdir()
+    combined = {
+        to_official(name, key): tensor.contiguous()
+        for name in SINGLE_FILE_COMPONENTS
+        for key, tensor in getattr(tiny, name).state_dict().items()
+    }
+    save_file(combined, work / "ltx-2.3-22b-distilled-1.1.safetensors")
+    save_file({k: v.contiguous() for k, v in tiny.latent_upsampler.state_dict().items()},
+              work / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors")
+    assert find_single_file(work) is not None
+    with pytest.raises(WeightsError, match="text_encoder, tokenizer"):
+        load_single_file_components(work)
+    for folder in ("text_encoder", "tokenizer"):
+        shutil.copytree(tiny_dir / folder, work / folder)
+    import pipeline.single_file as sf
+
+    original = sf.load_single_file
+    sf.load_single_file = lambda *a, **k: original(*a, **{**k, "configs": TINY_CONFIGS})  # tiny widths
+    try:
+        components = load_single_file_components(work, dtype=torch.float32)
+    finally:
+        sf.load_single_file = original
+    torch.testing.assert_close(components.vae.state_dict()["latents_mean"], tiny.vae.state_dict()["latents_mean"])
+    assert components.tokenizer.padding_side == "left" and not components.is_smoke_test
+
+
+def test_cli_check_recognises_the_official_layout(official, tmp_path, capsys):
+    from server.cli import main
+
+    _write_header_only(tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors", official["combined"], {})
+    _write_header_only(tmp_path / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors", official["upsampler"], {})
+    assert main(["weights", "check", str(tmp_path)]) == 1  # header-only files: data missing
+    out = capsys.readouterr().out
+    assert "latent_upsampler" in out and "truncated file" in out and "missing (" not in out
+    assert main(["weights", "check", str(tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors")]) == 1
