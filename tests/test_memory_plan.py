@@ -140,3 +140,16 @@ def test_component_sizes_match_the_real_configs():
     blocks = meta_module("transformer").transformer_blocks
     assert len(blocks) == mp.TRANSFORMER_LAYERS
     assert sum(p.numel() for p in blocks.parameters()) == mp.TRANSFORMER_BLOCK_PARAMS
+
+
+def test_text_encoder_parts_match_gemma():
+    from pipeline.execution import language_model
+    from pipeline.real_configs import meta_module, param_count
+
+    gemma = meta_module("text_encoder")
+    lm = language_model(gemma)
+    assert param_count(lm) == mp.TEXT_LANGUAGE_PARAMS
+    assert lm.embed_tokens.weight.numel() == mp.TEXT_EMBED_PARAMS
+    assert param_count(lm.layers[0]) == mp.TEXT_LAYER_PARAMS and len(lm.layers) == mp.TEXT_ENCODER_LAYERS
+    connectors = meta_module("connectors")
+    assert connectors.video_text_proj_in.weight.numel() + 4096 == mp.CONNECTOR_LARGEST_LEAF_PARAMS
