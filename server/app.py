@@ -314,7 +314,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
 
     # ---- results ---------------------------------------------------------------------------
 
-    @app.get("/api/results/{generation_id}.mp4", tags=["results"])
+    @app.api_route("/api/results/{generation_id}.mp4", methods=["GET", "HEAD"], tags=["results"])
     def result_file(generation_id: str, expires: str = "", signature: str = "") -> FileResponse:
         """The MP4 behind a signed result URL (byte ranges supported)."""
         if not signer.verify(generation_id, expires, signature):

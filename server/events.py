@@ -44,6 +44,8 @@ class EventHub:
     def __init__(self, store: JobStore, grace_seconds: float):
         self.store = store
         self.grace_seconds = grace_seconds
+        # SQLite has one writer at a time, so ids appear in commit order and no look-back is needed.
+        self._lookback = 0 if store.engine.dialect.name == "sqlite" else LOOKBACK_IDS
         self._subscribers: dict[str, set[asyncio.Queue[JobEvent]]] = {}
         self._seen: deque[int] = deque(maxlen=4 * LOOKBACK_IDS)
         self._seen_set: set[int] = set()
@@ -64,7 +66,7 @@ class EventHub:
     async def _tail(self) -> None:
         while True:
             try:
-                rows = await anyio.to_thread.run_sync(self.store.events_after, max(0, self._last_id - LOOKBACK_IDS))
+                rows = await anyio.to_thread.run_sync(self.store.events_after, max(0, self._last_id - self._lookback))
                 for row in rows:
                     if row.id in self._seen_set:
                         continue

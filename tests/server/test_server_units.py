@@ -189,3 +189,29 @@ def test_retention_deletes_files_and_says_so_in_the_record(tmp_path):
     row = generation_row(store.get(job.id), result_url=None)
     assert row["status"] == "succeeded" and row["result_url"] is None
     assert "retention policy" in row["error_message"] and row["result_deleted_at"]
+
+
+def test_public_url_and_result_download_in_process(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.store import JobStore, NewJob
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    (job,) = store.enqueue([NewJob(owner="local", model="m", params={"prompt": "p", "input_image": "x"},
+                                   input_sha256="s")], b"img")
+    store.claim_next("w", 30)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "v.mp4").write_bytes(b"\0\0\0\x18ftypisom" + b"x" * 100)
+    store.complete(job.id, "w", "results/v.mp4", {})
+    app = create_app(_app_config(tmp_path, insecure=True, public_url="https://video.example.com/"), store=store)
+    with TestClient(app) as client:
+        url = client.get(f"/api/ai/queue/{job.id}").json()["result_url"]
+        assert url.startswith(f"https://video.example.com/api/results/{job.id}.mp4?expires=")
+        path = url.removeprefix("https://video.example.com")
+        full = client.get(path)
+        assert full.status_code == 200 and full.headers["content-type"] == "video/mp4" and len(full.content) == 112
+        assert client.get(path, headers={"Range": "bytes=4-7"}).content == b"ftyp"
+        head = client.head(path)
+        assert head.status_code == 200 and head.headers["content-length"] == "112"
+        assert client.get(path.replace("signature=", "signature=f")).status_code == 403
