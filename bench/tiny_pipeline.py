@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import print_table
+
 CONFIGS = {
     "all defaults (auto from 512x512 -> 768x768, 121 frames)": {"image": 512, "request": {}},
     "256x256, 25 frames": {"image": 256, "request": {"resolution": "256x256", "num_frames": 25}},
@@ -73,15 +75,7 @@ def main() -> None:
         rows.append((name, json.loads(done.stdout.strip().splitlines()[-1])))
     columns = ["passes", "prepare_s", "stage1_s", "upsample_s", "stage2_s", "decode_and_encode_s", "total_s",
                "peak_rss_mib"]
-    if args.markdown:
-        print("| job | " + " | ".join(columns) + " |")
-        print("|---|" + "---:|" * len(columns))
-        for name, row in rows:
-            print(f"| {name} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
-    else:
-        print(f"{'job':58}" + "".join(f"{c:>21}" for c in columns))
-        for name, row in rows:
-            print(f"{name:58}" + "".join(f"{_fmt(row[c]):>21}" for c in columns))
+    print_table(["job", *columns], [[name, *(_fmt(row[c]) for c in columns)] for name, row in rows], args.markdown)
 
 
 def _fmt(value: float | int) -> str:
