@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from pipeline.components import COMPONENT_CLASSES, MODEL_INDEX
-from pipeline.real_configs import GEMMA3_12B_CONFIG, REAL_CONFIGS
+from pipeline.real_configs import REAL_CONFIGS
 
 MAX_HEADER = 100 * 1024 * 1024  # the format's own limit; anything larger is not a safetensors file
 
@@ -136,18 +136,19 @@ def _normalise_text_encoder_key(key: str) -> str:
 
 
 def _meta_instance(name: str, folder: Path, against: str) -> torch.nn.Module:
+    if against != "own":
+        from pipeline.real_configs import meta_module
+
+        return meta_module(name)  # cached, read-only
     from accelerate import init_empty_weights
 
     cls = COMPONENT_CLASSES[name]
     with init_empty_weights(include_buffers=True):
         if name == "text_encoder":
-            from transformers import AutoConfig, Gemma3Config
+            from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(folder) if against == "own" else Gemma3Config(**GEMMA3_12B_CONFIG)
-            return cls(config)
-        if against == "own":
-            return cls.from_config(cls.load_config(folder))
-        return cls(**REAL_CONFIGS[name])
+            return cls(AutoConfig.from_pretrained(folder))
+        return cls.from_config(cls.load_config(folder))
 
 
 def expected_shapes(module: torch.nn.Module) -> tuple[dict[str, tuple[int, ...]], set[str]]:

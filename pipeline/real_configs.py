@@ -14,6 +14,7 @@ with `use_rational_resampler=False` for 2.3, and the public `config.json` of
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -250,13 +251,25 @@ def meta_module(
 
     `configs` defaults to the real ones; pass e.g. the tiny configs to build those the same way.
     `include_buffers=False` keeps buffers real (computed at init: RoPE tables, filters), as a
-    loader needs, since non-persistent buffers are never in a checkpoint.
+    loader needs, since non-persistent buffers are never in a checkpoint. The real-config
+    instances are cached and shared: treat them as read-only.
     """
+    if configs is None and include_buffers:
+        return _real_meta_module(name)
+    return _build_meta(name, configs or REAL_CONFIGS, include_buffers)
+
+
+@functools.cache
+def _real_meta_module(name: str) -> torch.nn.Module:
+    # Shared read-only instance: building the real transformer takes seconds even on meta.
+    return _build_meta(name, REAL_CONFIGS, True)
+
+
+def _build_meta(name: str, configs: dict[str, dict[str, Any]], include_buffers: bool) -> torch.nn.Module:
     from accelerate import init_empty_weights
 
     from pipeline.components import COMPONENT_CLASSES
 
-    configs = REAL_CONFIGS if configs is None else configs
     cls = COMPONENT_CLASSES[name]
     # init_empty_weights also puts buffers on meta, so even the VAE's statistics cost nothing.
     with init_empty_weights(include_buffers=include_buffers):

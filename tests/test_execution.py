@@ -79,7 +79,7 @@ def test_fp8_plan_stores_the_transformer_in_fp8_and_still_generates(tiny_dir, tm
     lm = execution.language_model(components.text_encoder)
     assert len(plan.encoder_swaps) == len(lm.layers)
     generator = VideoGenerator(components, "cpu", dtype=torch.bfloat16)
-    request = VideoRequest(prompt="waves", input_image="https://example.com/a.png", num_frames=9, resolution="square")
+    request = VideoRequest(prompt="waves", input_image="https://example.com/a.png", num_frames=9, resolution="256x256")
     result = generator.generate(request, _image(), tmp_path / "out.mp4", image_crf=0)
     assert result.path.stat().st_size > 0 and result.transformer_passes == 11
     assert all(swap.calls == 1 for swap in plan.encoder_swaps)
