@@ -14,9 +14,10 @@ The lock is JSON (readable, diff-able, written back by `weights lock` with the s
       ]
     }
 
-A file lands at `<weights dir>/<dir>/<file>` (exactly where `hf_hub_download(local_dir=...)`
-puts it). `null` means "not known yet": `weights lock` (run where the hub is reachable) resolves
-revisions to commits and fills sizes and sha256 from the hub API. `pull` refuses unpinned
+A file lands at `<weights dir>/<dir>/<file>` (where `hf_hub_download(local_dir=...)` would put
+it); an unfinished download waits next to it as `<file>.part` and the next `pull` continues it.
+`null` means "not known yet": `weights lock` (run where the hub is reachable) resolves revisions
+to commits and fills sizes and sha256 from the hub API. `pull` refuses unpinned
 entries, so what lands on disk is always what the lock names.
 
 Hashing 46 GB takes minutes, so verified results are cached in `<weights dir>/.verified.json`
@@ -40,6 +41,7 @@ from typing import Any
 LOCK_FORMAT = 1
 LOCK_NAME = "weights.lock"  # also the name of the copy `pull` leaves in the weights directory
 CACHE_NAME = ".verified.json"
+PART_SUFFIX = ".part"  # an unfinished download, continued by the next `pull`
 DEFAULT_VARIANT = "diffusers"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -302,21 +304,34 @@ class PullReport:
 
 
 def _download(entry: LockedFile, root: Path, endpoint: str | None, token: str | None, force: bool) -> None:
-    # hf_hub_download gives us: HF_TOKEN / HF_HUB_OFFLINE handling, a tqdm progress bar, Xet
-    # storage when available, and in-process resume (a dropped connection continues with an
-    # HTTP Range request). Files land at <root>/<dir>/<file>, bypassing the shared HF cache
-    # so 46 GB are not stored twice.
-    from huggingface_hub import hf_hub_download
+    """Fetch one file into `<root>/<dir>/<file>`, continuing a `.part` left by an earlier run.
 
-    hf_hub_download(
-        repo_id=entry.repo,
-        filename=entry.file,
-        revision=entry.revision,
-        local_dir=root / entry.dir if entry.dir else root,
-        endpoint=endpoint,
-        token=token,
-        force_download=force,
-    )
+    Why not `hf_hub_download`: since huggingface_hub 1.x it deletes its partial file when a
+    process dies, so a 46 GB download stopped at 99 % starts over. This uses the hub's own
+    pieces instead (URL, auth headers with HF_TOKEN, the metadata HEAD, offline mode, and
+    `http_get` with its progress bar and in-process Range retries) writing into
+    `<target>.part`, which the next run continues with an HTTP Range request.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    target = root / entry.target
+    part = target.with_name(target.name + PART_SUFFIX)
+    if force:
+        part.unlink(missing_ok=True)
+    url = hf_hub_url(entry.repo, entry.file, revision=entry.revision, endpoint=endpoint)
+    meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, retry_on_errors=True)
+    size = meta.size if meta.size is not None else entry.size
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:  # not a prefix of this file: start over
+        part.unlink()
+        have = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "ab") as f:
+        http_get(meta.location, f, resume_size=have, headers=build_hf_headers(token=token),
+                 expected_size=size, displayed_filename=entry.target)
+    os.replace(part, target)
 
 
 def pull(
@@ -329,9 +344,9 @@ def pull(
 ) -> PullReport:
     """Download every file of `variant` that is missing or wrong, then verify them all.
 
-    Files that already verify are skipped (cheaply, thanks to the hash cache), so an
-    interrupted pull is continued by running it again. A file that still mismatches after a
-    forced re-download is reported, never silently kept.
+    Files that already verify are skipped (cheaply, thanks to the hash cache) and a file cut
+    off mid-way continues from its `.part`, so an interrupted pull is resumed by running it
+    again. A file that mismatches after its download is reported, never silently kept.
     """
     from pipeline.components import WeightsError
 
@@ -396,7 +411,7 @@ def lock_from_directory(root: Path, repo: str, revision: str, variant: str = DEF
     files = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel in (LOCK_NAME, CACHE_NAME) or ".cache" in Path(rel).parts:  # hub download metadata
+        if rel in (LOCK_NAME, CACHE_NAME) or rel.endswith(PART_SUFFIX) or ".cache" in Path(rel).parts:
             continue
         files.append(LockedFile(repo, revision, rel, "", path.stat().st_size, sha256_file(path), variant))
     return Lock(files=files)

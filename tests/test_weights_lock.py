@@ -47,6 +47,7 @@ class FakeHub(ThreadingHTTPServer):
         self.root = root
         self.drop_once: set[str] = set()  # files whose first GET breaks off half-way
         self.fail: set[str] = set()  # files that always answer 500
+        self.fail_ranges: set[str] = set()  # files whose ranged GETs answer 500 (a hub gone away)
         self.gets: list[tuple[str, str | None]] = []  # (file, Range header)
 
     @property
@@ -99,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         rel = path.relative_to(self.server.root).as_posix()
         rng = self.headers.get("Range")
         self.server.gets.append((rel, rng))
-        if rel in self.server.fail:
+        if rel in self.server.fail or (rng and rel in self.server.fail_ranges):
             self.send_response(500)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -246,6 +247,29 @@ def test_interrupted_download_resumes_with_a_range_request(hub, tiny_lock, tiny_
     ranges = [rng for rel, rng in hub.gets if rel == big.target]
     assert ranges[0] is None and ranges[1] is not None and ranges[1] != "bytes=0-"
     assert (dest / big.target).read_bytes() == (tiny_repo / big.target).read_bytes()
+
+
+def test_a_pull_killed_mid_file_continues_from_the_part_file(hub, tiny_lock, tiny_repo, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    big = _biggest(tiny_lock)
+    hub.drop_once.add(big.target)  # the connection breaks half-way...
+    hub.fail_ranges.add(big.target)  # ...and the hub is gone when the client retries: the run fails
+    dest = tmp_path / "weights"
+    with pytest.raises(WeightsError, match=big.target.replace(".", r"\.")):
+        pull(tiny_lock, dest, endpoint=hub.endpoint)
+    part = dest / (big.target + ".part")
+    kept = part.stat().st_size
+    assert 0 < kept < big.size and not (dest / big.target).exists()
+    # A new run (a new process, as far as the download is concerned) asks only for the rest.
+    hub.fail_ranges.clear()
+    hub.gets.clear()
+    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    assert report.downloaded == [big.target]
+    assert [rng for rel, rng in hub.gets if rel == big.target] == [f"bytes={kept}-"]
+    assert (dest / big.target).read_bytes() == (tiny_repo / big.target).read_bytes()
+    assert not part.exists()
 
 
 def test_failed_pull_keeps_finished_files_and_continues(hub, tiny_lock, tmp_path):
