@@ -11,7 +11,7 @@ import httpx
 import pytest
 from serverkit import REPO, tiny_body, wait_for
 
-SLOW = "[[test-step-delay=0.2]]"
+SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: keeps a job in flight for seconds
 
 
 @pytest.fixture(scope="module")
