@@ -155,9 +155,20 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
     def row(request: Request, job: Job) -> dict[str, Any]:
         return generation_row(job, result_url(base_url(request), job))
 
+    # A body holds at most one data: URI image (base64: 4/3 of its size) plus the parameters.
+    max_body = config.fetch_max_bytes * 4 // 3 + 2**20
+
     async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body:
+            raise APIError(400, "invalid_params", f"The request body is larger than {max_body // 2**20} MiB.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                raise APIError(400, "invalid_params", f"The request body is larger than {max_body // 2**20} MiB.")
         try:
-            return json.loads(await request.body() or b"null")
+            return json.loads(bytes(body) or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise APIError(400, "invalid_params", f"The request body is not valid JSON ({exc}).") from None
 

@@ -215,3 +215,14 @@ def test_public_url_and_result_download_in_process(tmp_path):
         head = client.head(path)
         assert head.status_code == 200 and head.headers["content-length"] == "112"
         assert client.get(path.replace("signature=", "signature=f")).status_code == 403
+
+
+def test_oversized_bodies_are_refused_before_parsing(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    app = create_app(_app_config(tmp_path, insecure=True, fetch_max_bytes=1000))
+    with TestClient(app) as client:
+        response = client.post("/api/ai/queue", content=b"{" + b" " * (2 * 2**20) + b"}")
+        assert response.status_code == 400 and "larger than 1 MiB" in response.json()["error"]["detail"]
