@@ -136,11 +136,16 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 now = time.time()
-                if now - last_recover > max(0.5, self.lease_seconds / 4):
-                    for job_id in self.store.recover_abandoned(now):
-                        log.warning("job %s: previous worker lost; retried or failed", job_id)
-                    last_recover = now
-                job = self.store.claim_next(self.worker_id, self.lease_seconds)
+                try:
+                    if now - last_recover > max(0.5, self.lease_seconds / 4):
+                        for job_id in self.store.recover_abandoned(now):
+                            log.warning("job %s: previous worker lost; retried or failed", job_id)
+                        last_recover = now
+                    job = self.store.claim_next(self.worker_id, self.lease_seconds)
+                except Exception:  # the store is briefly unreachable: keep the model loaded and retry
+                    log.exception("store unavailable; retrying in 2 s")
+                    self.stop_event.wait(2.0)
+                    continue
                 if job is None:
                     self.stop_event.wait(IDLE_POLL_INTERVAL)
                     continue
