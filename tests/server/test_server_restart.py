@@ -91,3 +91,35 @@ def test_refuses_a_public_bind_without_keys(tmp_path):
     )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0 with no API keys" in result.stderr and "--insecure" in result.stderr
+
+
+def test_worker_command_runs_alone_against_a_store(tmp_path):
+    import hashlib
+    import os
+    import subprocess as sp
+
+    from serverkit import png_bytes
+
+    from pipeline.request import VideoRequest
+    from server.store import JobStore, NewJob
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    store = JobStore(url)
+    image = png_bytes()
+    params = VideoRequest(prompt="alone", input_image="data:,", resolution="128x128", num_frames=9,
+                          generate_audio=False, seed=3).model_dump()
+    (job,) = store.enqueue([NewJob(owner="o", model="m", params=params,
+                                   input_sha256=hashlib.sha256(image).hexdigest())], image)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LTX_")}
+    worker = sp.Popen([sys.executable, "-m", "server.cli", "worker", "--store", url, "--weights", "tiny",
+                       "--data-dir", str(tmp_path)], cwd=REPO, env=env, stdout=sp.DEVNULL, stderr=sp.PIPE)
+    try:
+        done = wait_for(lambda: store.get(job.id), lambda j: j.status in ("succeeded", "failed"), timeout=90)
+        assert done.status == "succeeded" and done.info["seed"] == 3
+        assert (tmp_path / done.result_path).stat().st_size > 1000
+        assert len(store.live_workers(max_age=30)) == 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+    assert code == 0
+    assert store.live_workers(max_age=1e9) == []  # it deregistered on the way out
