@@ -27,9 +27,10 @@ from transformers import (
 )
 
 from pipeline.components import COMPONENT_CLASSES, MODEL_INDEX
+from pipeline.real_configs import REAL_CONFIGS
 
 TINY_LABEL = "tiny smoke-test model (random weights: produces noise, not video)"
-TINY_FORMAT = 1  # bump when the tiny configs change so cached copies are rebuilt
+TINY_FORMAT = 2  # bump when the tiny configs change so cached copies are rebuilt
 
 TEXT_HIDDEN, TEXT_LAYERS = 32, 2
 VIDEO_HEADS, VIDEO_HEAD_DIM = 2, 16
@@ -37,7 +38,9 @@ AUDIO_HEADS, AUDIO_HEAD_DIM = 2, 8
 VIDEO_LATENT_CHANNELS = 8
 AUDIO_LATENT_CHANNELS, MEL_BINS = 2, 16
 
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
+# Only sizes differ from the real configuration; every architecture flag is the real one, by
+# construction (`{**REAL_CONFIGS[name], **TINY_SIZES[name]}`).
+TINY_SIZES: dict[str, dict[str, Any]] = {
     "transformer": dict(
         in_channels=VIDEO_LATENT_CHANNELS,
         out_channels=VIDEO_LATENT_CHANNELS,
@@ -51,15 +54,6 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         audio_cross_attention_dim=AUDIO_HEADS * AUDIO_HEAD_DIM,
         num_layers=2,
         caption_channels=TEXT_HIDDEN,
-        # The LTX-2.3 flags, as in the real configuration.
-        gated_attn=True,
-        cross_attn_mod=True,
-        audio_gated_attn=True,
-        audio_cross_attn_mod=True,
-        use_prompt_embeddings=False,
-        perturbed_attn=True,
-        rope_type="split",
-        rope_double_precision=True,
     ),
     "connectors": dict(
         caption_channels=TEXT_HIDDEN,
@@ -67,91 +61,47 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         video_connector_num_attention_heads=VIDEO_HEADS,
         video_connector_attention_head_dim=VIDEO_HEAD_DIM,
         video_connector_num_layers=1,
-        video_connector_num_learnable_registers=128,
         audio_connector_num_attention_heads=AUDIO_HEADS,
         audio_connector_attention_head_dim=AUDIO_HEAD_DIM,
         audio_connector_num_layers=1,
-        audio_connector_num_learnable_registers=128,
-        rope_type="split",
-        rope_double_precision=True,
-        per_modality_projections=True,
         video_hidden_dim=VIDEO_HEADS * VIDEO_HEAD_DIM,
         audio_hidden_dim=AUDIO_HEADS * AUDIO_HEAD_DIM,
-        proj_bias=True,
     ),
     "vae": dict(
-        in_channels=3,
-        out_channels=3,
         latent_channels=VIDEO_LATENT_CHANNELS,
         block_out_channels=(8, 16, 32, 32),
         decoder_block_out_channels=(8, 16, 16, 32),
         layers_per_block=(1, 1, 1, 1, 1),
         decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, True),
-        decoder_spatio_temporal_scaling=(True, True, True, True),
-        decoder_inject_noise=(False, False, False, False, False),
-        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-        upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
-        upsample_residual=(False, False, False, False),
-        upsample_factor=(2, 2, 1, 2),
-        timestep_conditioning=False,
-        patch_size=4,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
-        # Without the explicit ratios the class derives 64 and 16 from this block layout.
-        spatial_compression_ratio=32,
-        temporal_compression_ratio=8,
     ),
     "audio_vae": dict(
-        base_channels=AUDIO_LATENT_CHANNELS * MEL_BINS // 4,
-        output_channels=2,
-        ch_mult=(1, 2, 4),
+        base_channels=AUDIO_LATENT_CHANNELS * MEL_BINS // 4,  # must equal latent_channels * mel_bins / 4
         num_res_blocks=1,
-        attn_resolutions=None,
-        in_channels=2,
-        resolution=256,
         latent_channels=AUDIO_LATENT_CHANNELS,
-        norm_type="pixel",
-        causality_axis="height",
-        dropout=0.0,
-        mid_block_add_attention=False,
-        sample_rate=16000,
-        mel_hop_length=160,
-        is_causal=True,
         mel_bins=MEL_BINS,
-        double_z=True,
     ),
     "vocoder": dict(
         in_channels=2 * MEL_BINS,
         hidden_channels=32,
-        out_channels=2,
         upsample_kernel_sizes=[16, 11, 8],
-        upsample_factors=[8, 5, 4],  # 160x: one mel frame (hop 160 at 16 kHz) -> 160 samples
+        upsample_factors=[8, 5, 4],  # 160x, as the real [5, 2, 2, 2, 2, 2]: one 16 kHz mel hop -> 160 samples
         resnet_kernel_sizes=[3],
         resnet_dilations=[[1, 3, 5]],
         bwe_in_channels=2 * MEL_BINS,
         bwe_hidden_channels=32,
         bwe_upsample_kernel_sizes=[12, 11, 16],
-        bwe_upsample_factors=[6, 5, 8],  # 240x over hop 80 at 16 kHz -> 48 kHz
+        bwe_upsample_factors=[6, 5, 8],  # 240x over hop 80, as the real [6, 5, 2, 2, 2]: 16 kHz -> 48 kHz
         bwe_resnet_kernel_sizes=[3],
         bwe_resnet_dilations=[[1, 3, 5]],
-        hop_length=80,
         num_mel_channels=MEL_BINS,
-        input_sampling_rate=16000,
-        output_sampling_rate=48000,
     ),
     "latent_upsampler": dict(
         in_channels=VIDEO_LATENT_CHANNELS,
         mid_channels=32,
         num_blocks_per_stage=1,
-        dims=3,
-        spatial_upsample=True,
-        temporal_upsample=False,
-        rational_spatial_scale=2.0,
-        use_rational_resampler=False,
     ),
 }
+TINY_CONFIGS: dict[str, dict[str, Any]] = {name: {**REAL_CONFIGS[name], **TINY_SIZES[name]} for name in TINY_SIZES}
 
 
 def _tiny_text_encoder() -> Gemma3ForConditionalGeneration:
