@@ -43,7 +43,7 @@ def test_tiny_model_against_the_real_configs_is_all_wrong_shapes(tiny_dir):
     assert not report.ok
     vae = next(c for c in report.components if c.name == "vae")
     assert vae.wrong_shape or vae.missing
-    assert "decoder_spatial_padding_mode" in vae.config_differences  # tiny.py uses the 'reflect' default
+    assert vae.config_differences["latent_channels"] == (8, 128)  # config.json vs the real config
 
 
 def test_missing_unexpected_wrong_shape_and_truncated_are_named(tiny_dir, tmp_path):
