@@ -9,6 +9,7 @@ weights and loaded by the same loader. It produces noise: it exists to test the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -161,10 +162,19 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
 
 
 def ensure_tiny_model(cache_dir: Path) -> Path:
-    """The tiny model's directory under `cache_dir`, built on first use (about a second)."""
+    """The tiny model's directory under `cache_dir`, built on first use (about a second).
+
+    Safe across processes (a server and its workers start together): the build runs under an
+    exclusive lock on the cache directory, and whoever comes second finds it built.
+    """
     target = Path(cache_dir) / f"tiny-ltx-2.3-v{TINY_FORMAT}"
     index = target / MODEL_INDEX
-    if not index.is_file() or json.loads(index.read_text()).get("tiny_format") != TINY_FORMAT:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_model(target)
+    built = lambda: index.is_file() and json.loads(index.read_text()).get("tiny_format") == TINY_FORMAT  # noqa: E731
+    if built():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".tiny-build.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built():
+            build_tiny_model(target)
     return target

@@ -1,6 +1,8 @@
 """The tiny smoke-test model: real geometry, real 2.3 flags, same layout and loader as real weights."""
 
 import json
+import multiprocessing
+from pathlib import Path
 
 import torch
 
@@ -39,3 +41,17 @@ def test_loaded_by_the_one_loader_with_real_geometry(tiny_weights):
         mel = c.audio_vae.decode(torch.zeros(1, 2, 25, 4), return_dict=False)[0]
         assert mel.shape[2] == 97
         assert c.vocoder(mel).shape == (1, 2, 97 * 480)
+
+
+def _build_in_subprocess(cache: str) -> str:
+    from pipeline.tiny import ensure_tiny_model
+
+    return str(ensure_tiny_model(Path(cache)))
+
+
+def test_concurrent_first_builds_yield_one_valid_model(tmp_path):
+    # A server and its workers may all build the tiny model at start; none may see a half-built one.
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        paths = set(pool.map(_build_in_subprocess, [str(tmp_path)] * 3))
+    assert len(paths) == 1
+    assert load_components(Path(paths.pop())).is_smoke_test
