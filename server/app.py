@@ -303,13 +303,15 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     @app.get("/api/ai/models", tags=["models"])
-    def list_models() -> JSONResponse:
+    def list_models(request: Request) -> JSONResponse:
         """The one model served here (with the tiny-model notice when it is the smoke-test model)."""
+        owner_of(request)  # the contract authenticates every request under /api
         return JSONResponse({"object": "list", "data": [model_object(current_notice())]})
 
     @app.get("/api/ai/models/{model_id}", tags=["models"])
-    def get_model(model_id: str) -> JSONResponse:
+    def get_model(model_id: str, request: Request) -> JSONResponse:
         """The model object with its request schema."""
+        owner_of(request)
         if model_id != MODEL_ID:
             raise APIError(404, "resource_not_found", body=model_not_found(model_id))
         return JSONResponse(model_object(current_notice()))

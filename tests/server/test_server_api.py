@@ -82,6 +82,8 @@ def test_missing_or_wrong_key_is_401_in_the_envelope(live):
         assert body["status"] == "error" and body["status_message"] == "unauthenticated"
         assert body["error"]["type"] == "unauthenticated"
     assert httpx.post(live.api + "/ai/queue", json=tiny_body()).status_code == 401
+    assert httpx.get(live.api + "/ai/models").status_code == 401
+    assert httpx.get(live.api + "/events").status_code == 401
 
 
 @pytest.mark.parametrize("endpoint", ["/ai/queue", "/ai/videos/generate"])
