@@ -156,3 +156,19 @@ def test_encoder_swap_shares_tied_tensors_once():
     swap.remove()
     a(torch.zeros(1, 4))
     assert swap.calls == 1
+
+
+def test_placing_components_as_they_load_then_applying_the_plan(tiny_dir):
+    """The loader path: `placer` places each component as it loads, `apply_plan` then only records."""
+    from pipeline.execution import placer
+
+    actions: list[str] = []
+    place = placer("encoder-offload", "cpu", actions)
+    components = load_components(tiny_dir)
+    for name, module in components.modules().items():  # what a loader with `place=` does per component
+        setattr(components, name, place(name, module))
+    plan = apply_plan(components, "encoder-offload", device="cpu", already_placed=True, actions=actions)
+    assert len(plan.encoder_swaps) == 1 and any("swapped onto the GPU" in a for a in plan.actions)
+    generator = VideoGenerator(components, "cpu")
+    generator.encode_prompt("a quiet lake")
+    assert plan.encoder_onloads == 1
