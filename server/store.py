@@ -75,6 +75,7 @@ jobs = Table(
     Column("info", JSON),  # extension facts about the output (seed, size, fps)
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_owner_status", "owner", "status"),
+    Index("ix_jobs_owner_started", "owner", "started_at"),
 )
 
 inputs = Table(
@@ -290,17 +291,40 @@ class JobStore:
 
     # ---- workers ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _next_candidate(conn: Any) -> Any:
+        """Fair FIFO: FIFO within an API key, round-robin between keys.
+
+        Among the keys with queued jobs, the one served least recently (oldest latest start,
+        never-served first) goes next with its oldest job; ties go to the earliest enqueued. With
+        one key this is plain FIFO; a key that queued 100 jobs cannot make another key wait for all.
+        """
+        heads = conn.execute(
+            select(jobs.c.owner, func.min(jobs.c.seq).label("first"))
+            .where(jobs.c.status == QUEUED)
+            .group_by(jobs.c.owner)
+        ).all()
+        if not heads:
+            return None
+        head = heads[0]
+        if len(heads) > 1:
+            served = dict(conn.execute(
+                select(jobs.c.owner, func.max(jobs.c.started_at))
+                .where(jobs.c.owner.in_([h.owner for h in heads]), jobs.c.started_at.is_not(None))
+                .group_by(jobs.c.owner)
+            ).all())
+            head = min(heads, key=lambda h: (served.get(h.owner, float("-inf")), h.first))
+        return conn.execute(select(jobs.c.id, jobs.c.owner).where(jobs.c.seq == head.first)).first()
+
     def claim_next(self, worker_id: str, lease_seconds: float, now: float | None = None) -> Job | None:
-        """Take the oldest queued job (FIFO) for `worker_id` with a lease; None when the queue is empty."""
+        """Take the next queued job (fair FIFO, see `_next_candidate`) for `worker_id` with a lease.
+
+        None when the queue is empty.
+        """
         for _ in range(20):  # lost races against other workers: try the next candidate
             now = time.time() if now is None else now
             with self.engine.begin() as conn:
-                candidate = conn.execute(
-                    select(jobs.c.id, jobs.c.owner)
-                    .where(jobs.c.status == QUEUED)
-                    .order_by(jobs.c.seq)
-                    .limit(1)
-                ).first()
+                candidate = self._next_candidate(conn)
                 if candidate is None:
                     return None
                 claimed = conn.execute(

@@ -299,6 +299,8 @@ def test_num_generations_4_and_list_filters(live):
     assert all(row["status"] in ("queued", "processing") for row in active["generations"])
     rows = [wait_status(live, generation_id) for generation_id in ids]
     assert all(row["status"] == "succeeded" for row in rows)
+    started = [row["started_at"] for row in rows]
+    assert started == sorted(started)  # FIFO within a key
     assert len({row["seed"] for row in rows}) > 1  # each copy got its own seed
     succeeded = httpx.get(live.api + "/ai/queue", params={"status": "succeeded"}, headers=auth()).json()
     assert set(ids) <= {row["generation_id"] for row in succeeded["generations"]}

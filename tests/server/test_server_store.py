@@ -45,6 +45,15 @@ def test_claim_is_fifo_and_exclusive(store):
     assert store.claim_next("w9", 30) is None
 
 
+def test_fair_fifo_round_robin_between_keys(store):
+    a1, a2, a3 = store.enqueue([new("alice"), new("alice"), new("alice")], IMAGE, now=1.0)
+    (b1,) = store.enqueue([new("bob")], IMAGE, now=2.0)
+    (c1,) = store.enqueue([new("carol")], IMAGE, now=3.0)
+    order = [store.claim_next("w", 30, now=10.0 + i).id for i in range(5)]
+    # FIFO within a key; a key that queued first cannot hold the others back behind all its jobs.
+    assert order == [a1.id, b1.id, c1.id, a2.id, a3.id]
+
+
 def test_concurrent_claims_never_share_a_job(store):
     store.enqueue([new() for _ in range(12)], IMAGE)
     got: list[str] = []
