@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import png_bytes, read_mp4
+from sample_media import png_bytes, read_mp4
 
 
 def ltx(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -5,8 +5,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from conftest import read_mp4
 from pipeline.mp4 import QUALITY_TABLE, EncodingError, write_mp4
+from sample_media import read_mp4
 
 
 def gradient_frames(count: int, height: int = 64, width: int = 96, chunk: int = 4):

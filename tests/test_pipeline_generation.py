@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import png_bytes, read_mp4
 from pipeline.request import VideoRequest
 from pipeline.runtime import GenerationCancelled, VideoGenerator
 from pipeline.schedule import PASSES_PER_JOB
+from sample_media import png_bytes, read_mp4
 
 IMAGE = png_bytes(96, 64, seed=3)
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import png_bytes
 from pipeline.start_image import (
     StartImageError,
     condition_pixels,
@@ -15,6 +14,7 @@ from pipeline.start_image import (
     h264_round_trip,
     prepare_start_frame,
 )
+from sample_media import png_bytes
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
