@@ -1,5 +1,6 @@
-"""A server with no API keys and default settings: loopback-only access, the private-address
-refusal, and durability across a clean restart and a hard crash (nothing lost)."""
+"""A server with no API keys and default settings (`--weights auto`, which falls back to the tiny
+model without a GPU): loopback-only access, the auto notice, the private-address refusal, and
+durability across a clean restart and a hard crash (nothing lost)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: keeps a job 
 
 @pytest.fixture(scope="module")
 def live(live_server_factory):
-    return live_server_factory(["--lease-seconds", "3"])
+    return live_server_factory(["--weights", "auto", "--lease-seconds", "3"])  # the last --weights wins
 
 
 def enqueue(live, body: dict) -> list[str]:
@@ -42,6 +43,17 @@ def test_no_keys_means_loopback_clients_need_no_key(live):
     assert httpx.get(live.api + "/ai/queue").status_code == 200
     assert httpx.get(live.api + "/ai/queue", headers={"Authorization": "Bearer anything"}).status_code == 200
     assert "loopback clients only" in live.log()
+
+
+def test_auto_weights_without_gpu_fall_back_to_tiny_loudly(live):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: auto does not fall back for lack of one")
+    model = httpx.get(live.api + "/ai/models").json()["data"][0]
+    assert model["smoke_test"] is True and "auto: no GPU is visible" in model["notice"]
+    assert model["description"].startswith("NOTICE")
+    assert "auto: no GPU is visible" in live.log()
 
 
 def test_private_input_image_refused_with_allow_private_off(live, image_host):
