@@ -10,6 +10,7 @@ per component with its `config.json` and safetensors, plus `model_index.json` at
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,31 @@ def read_index(weights_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def is_weights_directory(path: Path) -> bool:
+    """True for either layout the loader reads: diffusers folders, or the official single files."""
+    from pipeline.single_file import find_single_file
+
+    return (Path(path) / MODEL_INDEX).is_file() or find_single_file(Path(path)) is not None
+
+
 def load_components(
-    weights_dir: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    weights_dir: Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    place: Callable[[str, torch.nn.Module], torch.nn.Module] | None = None,
 ) -> Components:
-    """Load every component from a weights directory onto `device` in `dtype`, in eval mode."""
+    """Load every component onto `device` in `dtype`, in eval mode.
+
+    Reads the diffusers layout, or Lightricks' official single-file checkpoints plus
+    `text_encoder/` and `tokenizer/` folders. `place(name, module)` (from an execution plan)
+    decides where each module goes; without it everything moves to `device`.
+    """
     weights_dir = Path(weights_dir)
+    if not (weights_dir / MODEL_INDEX).is_file():
+        from pipeline.single_file import find_single_file, load_single_file_components
+
+        if find_single_file(weights_dir) is not None:
+            return load_single_file_components(weights_dir, device, dtype, place)
     index = read_index(weights_dir)
     missing = [name for name in [*COMPONENT_CLASSES, "tokenizer"] if not (weights_dir / name).is_dir()]
     if missing:
@@ -94,8 +115,8 @@ def load_components(
     loaded: dict[str, Any] = {}
     transformers_logging.disable_progress_bar()  # one bar per shard is noise in a server's log
     for name, cls in COMPONENT_CLASSES.items():
-        module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype)
-        loaded[name] = module.to(device).eval().requires_grad_(False)
+        module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype).eval().requires_grad_(False)
+        loaded[name] = place(name, module) if place is not None else module.to(device)
     tokenizer = AutoTokenizer.from_pretrained(weights_dir / "tokenizer")
     tokenizer.padding_side = "left"  # Gemma prompts are left-padded for LTX
     return Components(**loaded, tokenizer=tokenizer, index=index)

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from pipeline.components import Components, load_components
+from pipeline.execution import Execution, apply_plan, choose, placer
 from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
 from pipeline.mp4 import write_mp4
 from pipeline.request import VideoRequest
@@ -46,6 +47,7 @@ from pipeline.schedule import (
 )
 from pipeline.start_image import CONDITIONING_CRF, condition_pixels, decode_start_image, prepare_start_frame
 from pipeline.video_decode import decode_windows, to_uint8_frames
+from pipeline.weights_lock import require_verified
 
 SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
 DECODE_WINDOW_LATENT_FRAMES = 8  # longer clips decode in windows of 64 pixel frames
@@ -142,18 +144,39 @@ class VideoGenerator:
         self.max_sequence_length = int(components.index.get("max_sequence_length", 1024))
         self.transformer_passes = 0
         self.text_encoder_calls = 0
+        self.execution: Execution | None = None  # the GPU memory plan, when one applies
         self._prompt_cache: OrderedDict[str, _Text] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
         components.transformer.register_forward_pre_hook(self._count_pass)
 
     @classmethod
     def from_directory(
-        cls, weights_dir: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **options
+        cls,
+        weights_dir: Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        plan: str | None = None,
+        compile_blocks: bool = False,
+        **options,
     ) -> VideoGenerator:
-        """Load a weights directory (real or tiny, same layout) and keep it resident."""
+        """Load a weights directory (real or tiny) and keep it resident.
+
+        Files are checked against the directory's lock first (size + sha256, cached). On a GPU
+        the memory plan (`plan`, or the one chosen for the card's memory) places the modules;
+        `compile_blocks` compiles the transformer's repeated blocks once.
+        """
         device = torch.device(device)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        return cls(load_components(weights_dir, device, dtype), device, dtype, **options)
+        require_verified(weights_dir)
+        if device.type != "cuda":
+            return cls(load_components(weights_dir, device, dtype), device, dtype, **options)
+        plan_name, _ = choose(device, plan)
+        actions: list[str] = []
+        components = load_components(weights_dir, device, dtype, place=placer(plan_name, device, actions))
+        generator = cls(components, device, dtype, **options)
+        generator.execution = apply_plan(components, plan_name, device, compile_blocks, already_placed=True,
+                                         actions=actions)
+        return generator
 
     def _count_pass(self, module: torch.nn.Module, args: tuple) -> None:
         self.transformer_passes += 1
@@ -318,6 +341,9 @@ class VideoGenerator:
         tracker.report("prepare", 0, 1)
         start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
         geometry = plan_geometry(request, start.width, start.height)
+        if self.execution is not None:  # refuse what cannot fit before any work; tile the VAE when large
+            self.execution.check(geometry.width, geometry.height, geometry.generated_frames, float(geometry.fps))
+            self.execution.prepare_decode(self.components.vae, geometry.width, geometry.height)
         strength = request.image_strength
         text = self.encode_prompt(request.prompt)
         frame = prepare_start_frame(start, image_crf)

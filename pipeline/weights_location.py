@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.components import MODEL_INDEX, WeightsError
+from pipeline.components import MODEL_INDEX, WeightsError, is_weights_directory
 from pipeline.tiny import TINY_LABEL, ensure_tiny_model
 
 TINY_NOTICE = (
@@ -51,15 +52,17 @@ def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None 
         return WeightsChoice(ensure_tiny_model(data_dir / "cache"), device, True, TINY_NOTICE)
     if spec == "auto":
         real = default_weights_dir(data_dir)
-        if has_gpu and (real / MODEL_INDEX).is_file():
+        if has_gpu and is_weights_directory(real):
             return WeightsChoice(real, device, False)
         why = "no GPU is visible" if not has_gpu else f"no weights at {real}"
         tiny = ensure_tiny_model(data_dir / "cache")
         return WeightsChoice(tiny, device, True, f"{TINY_NOTICE} (auto: {why})")
     path = Path(spec).expanduser().resolve()
-    if not (path / MODEL_INDEX).is_file():
-        raise WeightsError(f"--weights {spec}: {path} has no {MODEL_INDEX}; use auto, tiny or a weights directory")
-    import json
-
-    smoke = bool(json.loads((path / MODEL_INDEX).read_text()).get("smoke_test"))
+    if not is_weights_directory(path):
+        raise WeightsError(
+            f"--weights {spec}: {path} has no {MODEL_INDEX} nor official LTX-2.3 checkpoint; "
+            "use auto, tiny or a weights directory"
+        )
+    index = path / MODEL_INDEX
+    smoke = index.is_file() and bool(json.loads(index.read_text()).get("smoke_test"))
     return WeightsChoice(path, device, smoke, TINY_NOTICE if smoke else None)
