@@ -34,6 +34,7 @@ from server.schemas import (
     QueueBody,
     SyncGenerateBody,
     describe_request_error,
+    echo_input_image,
     error_envelope,
     generation_row,
     model_not_found,
@@ -196,6 +197,8 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
         new_jobs = []
         for _ in range(copies):
             params = request_params.model_dump()
+            # The bytes are stored once beside the jobs; the record keeps a data: URI's header only.
+            params["input_image"] = echo_input_image(params["input_image"])
             if params["seed"] is None:  # chosen now, so a retried job reproduces the same video
                 params["seed"] = secrets.randbelow(SEED_RANGE)
             new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
