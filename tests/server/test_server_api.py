@@ -311,6 +311,9 @@ def test_num_generations_4_and_list_filters(live):
     other = httpx.get(live.api + "/ai/queue", params={"status": "succeeded", "model": "x"}, headers=auth()).json()
     assert other == {"count": 0, "generations": []}
     wait_for(lambda: httpx.get(live.api + "/ai/queue", headers=auth()).json()["count"], lambda c: c == 0)
+    oxen_only = httpx.get(live.api + "/ai/queue", params={"namespace": "ns", "repo": "r", "folder": "f"},
+                          headers=auth())
+    assert oxen_only.status_code == 200  # Oxen repository filters are accepted (there are no repositories)
     bad = httpx.get(live.api + "/ai/queue", params={"status": "done"}, headers=auth())
     assert bad.status_code == 400 and "status must be one of" in bad.json()["error"]["detail"]
 
@@ -344,6 +347,16 @@ def test_cancel_while_queued_and_while_processing(live):
     # Cancelling an ended job changes nothing.
     assert httpx.delete(f"{live.api}/ai/queue/{after}", headers=auth()).status_code == 200
     assert get(live, after)["status"] == "succeeded"
+
+
+def test_sync_client_that_goes_away_cancels_its_job(live):
+    prompt = f"nobody waits for me {SLOW}"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(live.api + "/ai/videos/generate", headers=auth(), json=tiny_body(prompt=prompt), timeout=1.5)
+    listed = wait_for(
+        lambda: httpx.get(live.api + "/ai/queue", params={"status": "all"}, headers=auth()).json()["generations"],
+        lambda rows: any(r["prompt"] == prompt and r["status"] == "cancelled" for r in rows), timeout=30)
+    assert [r["status"] for r in listed if r["prompt"] == prompt] == ["cancelled"]
 
 
 def test_injected_out_of_memory_fails_the_job_and_the_worker_goes_on(live):
