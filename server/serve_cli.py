@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.store import JobStore
     from server.supervisor import Supervisor
-    from server.worker import resolve_weights_once
 
     store = JobStore(config.store_url)
 
@@ -93,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.components import WeightsError
+    from pipeline.weights_location import resolve_weights  # builds the tiny model under a file lock
 
     try:
-        choice = resolve_weights_once(config.weights, config.data_dir)
+        choice = resolve_weights(config.weights, config.data_dir)
     except WeightsError as exc:
         if supervisor:
             supervisor.stop()

@@ -9,7 +9,6 @@ runtime's atomic writer, so a half-written file is never visible under its final
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import logging
@@ -36,21 +35,6 @@ PROGRESS_EVENT_INTERVAL = 1.0  # at most one progress event per job per second
 LIVENESS_INTERVAL = 2.0  # the API counts a worker as ready while its row is fresher than 5x this
 _TEST_DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
 _TEST_OOM = "[[test-oom]]"
-
-
-def resolve_weights_once(spec: str, data_dir: Path, device: str | None = None) -> Any:
-    """`resolve_weights` under an exclusive file lock, so concurrent processes (serve and its
-    workers) never build the tiny model into the same cache directory at the same time."""
-    from pipeline.weights_location import resolve_weights
-
-    lock_path = data_dir / "cache" / ".resolve.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return resolve_weights(spec, data_dir, device)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def new_worker_id() -> str:
@@ -98,9 +82,10 @@ class Worker:
     def load(self) -> None:
         """Resolve and load the weights; announce readiness in the store."""
         from pipeline.runtime import VideoGenerator
+        from pipeline.weights_location import resolve_weights
 
         self.store.register_worker(self.worker_id, self.device or "?", os.getpid(), False, False, None)
-        self.choice = resolve_weights_once(self.weights, self.data_dir, self.device)
+        self.choice = resolve_weights(self.weights, self.data_dir, self.device)
         if self.choice.notice:
             log.warning("%s", "!" * 78)
             log.warning("%s", self.choice.notice)
