@@ -41,6 +41,7 @@ MIN_FPS, MAX_FPS = 1.0, 60.0
 # grid) inside the 2048-px positional range the model was trained on.
 SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE = 64, 128, 2048
 MAX_SEED = 2**63 - 1
+SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
 _EXPLICIT_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 

@@ -30,7 +30,7 @@ from pipeline.components import Components, load_components
 from pipeline.execution import Execution, apply_plan, choose, placer
 from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
 from pipeline.mp4 import write_mp4
-from pipeline.request import VideoRequest
+from pipeline.request import SEED_RANGE, VideoRequest
 from pipeline.schedule import (
     PASSES_PER_JOB,
     STAGE1_SIGMAS,
@@ -49,7 +49,6 @@ from pipeline.start_image import CONDITIONING_CRF, condition_pixels, decode_star
 from pipeline.video_decode import decode_windows, to_uint8_frames
 from pipeline.weights_lock import require_verified
 
-SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
 DECODE_WINDOW_LATENT_FRAMES = 8  # longer clips decode in windows of 64 pixel frames
 
 

@@ -29,8 +29,8 @@ from transformers import (
 
 from pipeline.components import COMPONENT_CLASSES, MODEL_INDEX
 from pipeline.real_configs import REAL_CONFIGS
+from pipeline.weights_location import TINY_LABEL
 
-TINY_LABEL = "tiny smoke-test model (random weights: produces noise, not video)"
 TINY_FORMAT = 2  # bump when the tiny configs change so cached copies are rebuilt
 
 TEXT_HIDDEN, TEXT_LAYERS = 32, 2

@@ -7,11 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from pipeline.components import MODEL_INDEX, WeightsError, is_weights_directory
-from pipeline.tiny import TINY_LABEL, ensure_tiny_model
-
+TINY_LABEL = "tiny smoke-test model (random weights: produces noise, not video)"
 TINY_NOTICE = (
     f"NOTICE: running the {TINY_LABEL}. Outputs are noise. "
     "Pull real weights with `ltx-server weights pull` and run on a GPU for real video."
@@ -45,6 +41,11 @@ def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None 
     `auto` picks the real weights when a GPU and the weights directory are both present,
     otherwise the tiny model with a loud notice.
     """
+    import torch  # deferred: the API process resolves weights too and should not pay for torch at import
+
+    from pipeline.components import MODEL_INDEX, WeightsError, is_weights_directory
+    from pipeline.tiny import ensure_tiny_model
+
     data_dir = data_dir or default_data_dir()
     has_gpu = torch.cuda.is_available()
     device = device or ("cuda" if has_gpu else "cpu")

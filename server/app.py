@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.request import MODEL_ID, RequestError
+from pipeline.request import MODEL_ID, SEED_RANGE, RequestError
 from server.auth import LOCAL_OWNER, KeyRing, is_loopback
 from server.config import ServerConfig
 from server.events import COMPLETED, EventHub
@@ -48,7 +48,6 @@ from server.store import ACTIVE, STATUSES, TERMINAL, Job, JobEvent, JobStore, Ne
 
 log = logging.getLogger("ltx_server.api")
 
-SEED_RANGE = 2**32  # same range the runtime draws from; JSON- and JavaScript-safe
 SYNC_POLL_SECONDS = 0.25
 READY_MAX_AGE = 10.0  # a worker row older than this is not counted as ready (workers refresh every 2 s)
 

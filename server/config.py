@@ -72,6 +72,11 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds allowed to download an input_image.", float),
     Option("fetch_max_bytes", "--fetch-max-bytes", "LTX_FETCH_MAX_BYTES", 25 * 2**20,
            "Largest input_image accepted, in bytes.", int),
+    Option("plan", "--plan", "LTX_PLAN", "auto",
+           "GPU memory plan: auto (by the card's memory), resident, encoder-offload, fp8 or offload."),
+    Option("compile", "--compile", "LTX_COMPILE", False,
+           "Compile the transformer's repeated blocks once per worker (slower first job, faster after).",
+           is_flag=True),
     Option("log_level", "--log-level", "LTX_LOG_LEVEL", "info", "debug, info, warning or error."),
 )
 
@@ -98,6 +103,8 @@ class ServerConfig:
     keepalive_seconds: float = 15.0
     fetch_timeout: float = 20.0
     fetch_max_bytes: int = 25 * 2**20
+    plan: str = "auto"
+    compile: bool = False
     log_level: str = "info"
     weights_notice: str | None = None  # set by `serve` after resolving the weights
 

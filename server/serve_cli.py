@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     store = JobStore(config.store_url)
 
     def supervise(count: int, gpu_ids: list[int]) -> Supervisor:
+        worker_args = ["--plan", config.plan] + (["--compile"] if config.compile else [])
         supervisor = Supervisor(store, config.store_url, config.data_dir, config.weights, count,
-                                config.lease_seconds, gpu_ids, config.log_level)
+                                config.lease_seconds, gpu_ids, config.log_level, worker_args)
         supervisor.start()
         return supervisor
 
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if choice.notice:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, choice.notice, banner)
+    if choice.device.startswith("cuda") and not choice.smoke_test:
+        log_memory_plan(config.plan)
     if supervisor is None:
         gpu_ids: list[int] = []
         if choice.device.startswith("cuda") and not choice.smoke_test:
@@ -123,6 +126,20 @@ def run(args: argparse.Namespace) -> int:
         supervisor.stop()
         store.close()
     return 0
+
+
+def log_memory_plan(requested: str) -> None:
+    """Print the memory plan of each visible GPU and its estimates per request size, at start."""
+    import torch
+
+    from pipeline.memory_plan import PlanError, resolve_plan, summary
+
+    for index in range(torch.cuda.device_count()):
+        vram = torch.cuda.get_device_properties(index).total_memory
+        try:
+            log.info("GPU %d: %s", index, summary(resolve_plan(requested, vram), vram))
+        except PlanError as exc:
+            raise CommandError(f"GPU {index}: {exc}") from None
 
 
 def _redact(url: str) -> str:

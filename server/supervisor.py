@@ -66,6 +66,7 @@ class Supervisor:
         lease_seconds: float,
         gpu_ids: list[int] | None = None,
         log_level: str = "info",
+        worker_args: list[str] | None = None,
     ):
         self.store = store
         self.store_url = store_url
@@ -73,6 +74,7 @@ class Supervisor:
         self.weights = weights
         self.lease_seconds = lease_seconds
         self.log_level = log_level
+        self.worker_args = worker_args or []  # e.g. --plan / --compile, passed through unchanged
         self.slots = []
         for index in range(count):
             env = dict(os.environ)
@@ -94,7 +96,7 @@ class Supervisor:
             sys.executable, "-m", "server.cli", "worker",
             "--store", self.store_url, "--data-dir", str(self.data_dir), "--weights", self.weights,
             "--lease-seconds", str(self.lease_seconds), "--worker-id", slot.worker_id,
-            "--log-level", self.log_level,
+            "--log-level", self.log_level, *self.worker_args,
         ]
 
     def _spawn(self, slot: WorkerSlot) -> None:

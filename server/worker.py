@@ -66,6 +66,8 @@ class Worker:
         device: str | None = None,
         lease_seconds: float = 60.0,
         worker_id: str | None = None,
+        plan: str = "auto",
+        compile_blocks: bool = False,
     ):
         self.store = store
         self.data_dir = data_dir
@@ -73,6 +75,8 @@ class Worker:
         self.device = device
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or new_worker_id()
+        self.plan = plan
+        self.compile_blocks = compile_blocks
         self.stop_event = threading.Event()
         self.generator: Any = None
         self.choice: Any = None
@@ -91,9 +95,12 @@ class Worker:
             log.warning("%s", self.choice.notice)
             log.warning("%s", "!" * 78)
         started = time.perf_counter()
-        self.generator = VideoGenerator.from_directory(self.choice.path, device=self.choice.device)
+        self.generator = VideoGenerator.from_directory(self.choice.path, device=self.choice.device, plan=self.plan,
+                                                       compile_blocks=self.compile_blocks)
         log.info("worker %s: model loaded from %s on %s in %.1f s", self.worker_id, self.choice.path,
                  self.choice.device, time.perf_counter() - started)
+        if self.generator.execution is not None:
+            log.info("worker %s: %s", self.worker_id, self.generator.execution.summary())
         self.store.register_worker(self.worker_id, self.choice.device, os.getpid(), True,
                                    self.choice.smoke_test, self.choice.notice)
 
@@ -144,8 +151,10 @@ class Worker:
         """Generate one claimed job and record the outcome; never raises for a job's failure."""
         import torch
 
+        from pipeline.memory_plan import RequestTooLarge
         from pipeline.request import VideoRequest
         from pipeline.runtime import GenerationCancelled
+        from pipeline.start_image import StartImageError
 
         state = _JobState(job)
         done = threading.Event()
@@ -179,6 +188,9 @@ class Worker:
                        f"this job ({_first_line(exc)}); try a lower resolution or fewer frames.")
             self.store.fail(job.id, self.worker_id, message)
             log.error("job %s: %s", job.id, message)
+        except (RequestTooLarge, StartImageError) as exc:  # refused before any work: say why, plainly
+            self.store.fail(job.id, self.worker_id, str(exc))
+            log.warning("job %s refused: %s", job.id, exc)
         except Exception as exc:  # a bad job must not stop the worker
             log.exception("job %s failed", job.id)
             self.store.fail(job.id, self.worker_id, f"Generation failed: {type(exc).__name__}: {_first_line(exc)}")

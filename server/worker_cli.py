@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load the model once and run jobs from the store until stopped (SIGTERM returns the "
         "current job to the queue).",
     )
-    add_options(parser, ("store", "data_dir", "weights", "lease_seconds", "log_level"))
+    add_options(parser, ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "log_level"))
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda if visible, else cpu)")
     parser.add_argument("--worker-id", default=None, help="id recorded on claimed jobs (default: host-pid-random)")
     parser.set_defaults(handler=run)
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     config = from_args(args)
     configure_logging(config.log_level)
     store = JobStore(config.store_url)
-    worker = Worker(store, Path(config.data_dir), config.weights, args.device, config.lease_seconds, args.worker_id)
+    worker = Worker(store, Path(config.data_dir), config.weights, args.device, config.lease_seconds, args.worker_id,
+                    plan=config.plan, compile_blocks=config.compile)
     worker.install_signal_handlers()
     worker.load()
     log.info("worker %s ready", worker.worker_id)
