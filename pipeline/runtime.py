@@ -32,7 +32,6 @@ from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
 from pipeline.mp4 import write_mp4
 from pipeline.request import SEED_RANGE, VideoRequest
 from pipeline.schedule import (
-    PASSES_PER_JOB,
     STAGE1_SIGMAS,
     STAGE2_SIGMAS,
     TIMESTEP_SCALE,
@@ -446,5 +445,3 @@ class VideoGenerator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-
-assert PASSES_PER_JOB == 11
