@@ -1,5 +1,5 @@
 # ltx-server on an NVIDIA GPU. Build:  docker build -t ltx-server .
-# Run (weights in a named volume, pulled once):  see docs/README-gpu.md
+# Run (weights in a named volume, pulled once): see "Running on a GPU" in README.md
 #
 # The torch wheel brings its own CUDA runtime libraries; the base image supplies the CUDA user
 # space the driver pairs with, and the host needs only the NVIDIA driver + container toolkit.
