@@ -191,6 +191,8 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
             )
         except ImageFetchError as exc:
             raise APIError(400, "invalid_params", str(exc)) from None
+        if config.gpu_capacity is not None:
+            refuse_if_too_large(request_params, image, *config.gpu_capacity)
         digest = hashlib.sha256(image).hexdigest()
         copies = getattr(body, copies_field) if copies_field else 1
         new_jobs = []
@@ -364,6 +366,21 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
 
     app.state.request_schema = request_schema()
     return app
+
+
+def refuse_if_too_large(request: Any, image: bytes, plan: str, vram_bytes: int) -> None:
+    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable."""
+    from pipeline.geometry import plan_geometry
+    from pipeline.memory_plan import RequestTooLarge, Shape, check_request
+    from pipeline.start_image import decode_start_image
+
+    start = decode_start_image(image)  # orientation applied: `auto` sizes follow the upright image
+    geometry = plan_geometry(request, start.width, start.height)
+    try:
+        check_request(plan, Shape(geometry.width, geometry.height, request.num_frames,
+                                  float(geometry.fps)), vram_bytes)
+    except RequestTooLarge as exc:
+        raise APIError(400, "invalid_params", str(exc)) from None
 
 
 async def _maintenance(config: ServerConfig, store: JobStore) -> None:

@@ -107,6 +107,9 @@ class ServerConfig:
     compile: bool = False
     log_level: str = "info"
     weights_notice: str | None = None  # set by `serve` after resolving the weights
+    # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
+    # weights: requests that cannot fit are refused with 400 before they are queued.
+    gpu_capacity: tuple[str, int] | None = None
 
     @property
     def store_url(self) -> str:

@@ -104,15 +104,16 @@ def run(args: argparse.Namespace) -> int:
     if choice.notice:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, choice.notice, banner)
+    capacity = None
     if choice.device.startswith("cuda") and not choice.smoke_test:
-        log_memory_plan(config.plan)
+        capacity = log_memory_plan(config.plan)
     if supervisor is None:
         gpu_ids: list[int] = []
         if choice.device.startswith("cuda") and not choice.smoke_test:
             gpu_ids = list(range(torch.cuda.device_count()))
         supervisor = supervise(config.workers or max(1, len(gpu_ids)), gpu_ids)
     count = len(supervisor.slots)
-    config = dataclasses.replace(config, weights_notice=choice.notice)
+    config = dataclasses.replace(config, weights_notice=choice.notice, gpu_capacity=capacity)
     app = create_app(config, store=store, keys=keys)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port, count,
              _redact(config.store_url))
@@ -128,18 +129,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def log_memory_plan(requested: str) -> None:
-    """Print the memory plan of each visible GPU and its estimates per request size, at start."""
+def log_memory_plan(requested: str) -> tuple[str, int] | None:
+    """Print the memory plan of each visible GPU and its estimates per request size, at start.
+
+    Returns (plan, bytes) of the smallest GPU: the API admits only requests that fit there.
+    """
     import torch
 
     from pipeline.memory_plan import PlanError, resolve_plan, summary
 
+    smallest: tuple[str, int] | None = None
     for index in range(torch.cuda.device_count()):
         vram = torch.cuda.get_device_properties(index).total_memory
         try:
-            log.info("GPU %d: %s", index, summary(resolve_plan(requested, vram), vram))
+            plan = resolve_plan(requested, vram)
         except PlanError as exc:
             raise CommandError(f"GPU {index}: {exc}") from None
+        log.info("GPU %d: %s", index, summary(plan, vram))
+        if smallest is None or vram < smallest[1]:
+            smallest = (plan, vram)
+    return smallest
 
 
 def _redact(url: str) -> str:
