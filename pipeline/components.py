@@ -63,10 +63,6 @@ class Components:
         """True for the tiny random-weight model, which produces noise."""
         return bool(self.index.get("smoke_test"))
 
-    @property
-    def label(self) -> str:
-        return str(self.index.get("label", "LTX-2.3 distilled"))
-
     def modules(self) -> dict[str, torch.nn.Module]:
         return {
             f.name: getattr(self, f.name)

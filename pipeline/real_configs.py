@@ -233,8 +233,6 @@ GEMMA3_12B_CONFIG: dict[str, Any] = dict(
     ),
 )
 
-# Folders of the diffusers layout that `REAL_CONFIGS` describes (the text encoder is separate).
-DIFFUSERS_COMPONENTS = tuple(REAL_CONFIGS)
 
 
 def gemma_config():
@@ -288,8 +286,3 @@ def param_count(module: torch.nn.Module) -> int:
             total += p.numel()
     return total
 
-
-def expected_tensors(name: str) -> dict[str, tuple[int, ...]]:
-    """Every tensor name -> shape that a saved state dict of component `name` must contain."""
-    module = meta_module(name)
-    return {key: tuple(t.shape) for key, t in module.state_dict().items()}

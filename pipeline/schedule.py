@@ -73,11 +73,6 @@ def unpack_video(tokens: torch.Tensor, frames: int, height: int, width: int) -> 
     return tokens.reshape(batch, frames, height, width, channels).permute(0, 4, 1, 2, 3)
 
 
-def pack_audio(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, L, M) -> (B, L, C*M)."""
-    return latents.transpose(1, 2).flatten(2, 3)
-
-
 def unpack_audio(tokens: torch.Tensor, mel_bins: int) -> torch.Tensor:
     """(B, L, C*M) -> (B, C, L, M)."""
     return tokens.unflatten(2, (-1, mel_bins)).transpose(1, 2)

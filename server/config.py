@@ -116,9 +116,6 @@ class ServerConfig:
         """The job store URL (SQLite under the data directory unless `--store` says otherwise)."""
         return self.store or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
 
-    @property
-    def results_dir(self) -> Path:
-        return self.data_dir / "results"
 
 
 def add_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:

@@ -21,13 +21,11 @@ from typing import Any
 
 import anyio
 
+from server.store import EVENT_COMPLETED as COMPLETED
 from server.store import JobEvent, JobStore
 
 log = logging.getLogger("ltx_server.events")
 
-COMPLETED = "media_generation_completed"
-# Extension events (clients ignore names they do not know).
-STARTED, PROGRESS, CANCELLED = "media_generation_started", "media_generation_progress", "media_generation_cancelled"
 POLL_INTERVAL = 0.2
 LOOKBACK_IDS = 200  # re-read recent ids: on PostgreSQL, sequence order is not commit order
 MAX_SUBSCRIBER_BACKLOG = 1000

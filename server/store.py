@@ -45,6 +45,11 @@ from sqlalchemy.exc import IntegrityError
 QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED = "queued", "processing", "succeeded", "failed", "cancelled"
 STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+# Event-log names: Oxen's completion event, plus extension events clients ignore if unknown.
+EVENT_COMPLETED = "media_generation_completed"
+EVENT_STARTED = "media_generation_started"
+EVENT_PROGRESS = "media_generation_progress"
+EVENT_CANCELLED = "media_generation_cancelled"
 ACTIVE = (QUEUED, PROCESSING)
 MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
 
@@ -279,7 +284,7 @@ class JobStore:
                         error_message="Cancelled by the client.")
             )
             if result.rowcount:
-                self._event(conn, row.owner, job_id, "media_generation_cancelled",
+                self._event(conn, row.owner, job_id, EVENT_CANCELLED,
                             {"generation_id": job_id, "status": CANCELLED, "media_type": "video"}, now)
         return self.get(job_id)
 
@@ -335,7 +340,7 @@ class JobStore:
                             progress=0.0, stage="prepare", error_message=None)
                 ).rowcount
                 if claimed:
-                    self._event(conn, candidate.owner, candidate.id, "media_generation_started",
+                    self._event(conn, candidate.owner, candidate.id, EVENT_STARTED,
                                 {"generation_id": candidate.id, "status": PROCESSING, "media_type": "video"},
                                 now)
             if claimed:
@@ -374,7 +379,7 @@ class JobStore:
             ).rowcount
             if owned and emit_progress and progress is not None:
                 owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
-                self._event(conn, owner, job_id, "media_generation_progress",
+                self._event(conn, owner, job_id, EVENT_PROGRESS,
                             {"generation_id": job_id, "status": PROCESSING, "media_type": "video",
                              "progress": progress, "stage": stage}, now)
         return bool(owned)
@@ -399,7 +404,7 @@ class JobStore:
             ).rowcount
             if done:
                 owner, model = conn.execute(select(jobs.c.owner, jobs.c.model).where(jobs.c.id == job_id)).one()
-                self._event(conn, owner, job_id, "media_generation_completed",
+                self._event(conn, owner, job_id, EVENT_COMPLETED,
                             {"generation_id": job_id, "status": SUCCEEDED, "media_type": "video",
                              "model": model}, now)
         return bool(done)
@@ -556,7 +561,7 @@ class JobStore:
         ).rowcount
         if changed:
             owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
-            self._event(conn, owner, job_id, "media_generation_completed",
+            self._event(conn, owner, job_id, EVENT_COMPLETED,
                         {"generation_id": job_id, "status": FAILED, "media_type": "video", "error": message}, now)
         return changed
 
