@@ -79,13 +79,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
 
+    def _not_found(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_HEAD(self) -> None:
         path = self._resolve()
         if path is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self._not_found()
         self._head(path, path.stat().st_size)
 
     def do_GET(self) -> None:
@@ -93,10 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api()
         path = self._resolve()
         if path is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self._not_found()
         rel = path.relative_to(self.server.root).as_posix()
         rng = self.headers.get("Range")
         self.server.gets.append((rel, rng))
