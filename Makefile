@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 # This machine image carries a CPU build of torch 2.13.0 on disk; elsewhere pip fetches the
 # default (CUDA) build. Override, e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
 TORCH ?= torch==2.13.0
+REFERENCE := ltx-core==1.0.0 ltx-pipelines==1.0.0
 
 .PHONY: serve test install lint bench
 
@@ -12,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
+	# The reference implementation for tests/parity; --no-deps: it declares torchaudio, which has no
+	# build for this torch and which the compared code never calls (tests/parity/ltx_reference.py).
+	$(PY) -m pip install -q --no-deps $(REFERENCE)
 	touch $@
 
 install: $(VENV)/.installed

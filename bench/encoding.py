@@ -3,7 +3,7 @@
 Synthetic frames (a moving gradient with texture) and 48 kHz stereo audio are written once to raw
 files; then, side by side, (a) the bundled ffmpeg encodes them straight from the files with the
 same settings, (b) `pipeline.mp4.write_mp4` encodes them from frame chunks read from the same file,
-as the runtime streams decoded windows. Each writer runs in a fresh child process so its peak RSS
+as the runtime streams decoded frames. Each writer runs in a fresh child process so its peak RSS
 is its own. Prints times, the ratio (goal <= 1.1) and peak memory (must stay flat as frames grow).
 
     python bench/encoding.py [--quality high] [--markdown]
@@ -29,7 +29,7 @@ from pipeline.mp4 import encoding_settings, ffmpeg_command, write_mp4  # noqa: E
 CASES = [(121, 1024, 576), (481, 1024, 576), (121, 1536, 1024)]
 FPS = Fraction(24)
 RATE = 48_000
-CHUNK = 16  # frames per chunk handed to the writer (about two decoded latent windows)
+CHUNK = 16  # frames per chunk handed to the writer (the runtime hands 32-65 per decoded temporal group)
 
 
 def synthesize(raw: Path, audio: Path, frames: int, width: int, height: int) -> None:

@@ -40,6 +40,11 @@ COMPONENT_CLASSES: dict[str, Any] = {
 }
 
 
+# Where a diffusers-layout config is known to differ from what Lightricks' reference computes,
+# the reference wins (FIDELITY.md): the 16 kHz vocoder stage clamps its output to [-1, 1].
+REFERENCE_OVERRIDES: dict[str, dict[str, Any]] = {"vocoder": {"final_act_fn": "clamp"}}
+
+
 class WeightsError(RuntimeError):
     """A weights directory that cannot be loaded; the message says what is missing or wrong."""
 
@@ -111,7 +116,8 @@ def load_components(
     loaded: dict[str, Any] = {}
     transformers_logging.disable_progress_bar()  # one bar per shard is noise in a server's log
     for name, cls in COMPONENT_CLASSES.items():
-        module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype).eval().requires_grad_(False)
+        overrides = REFERENCE_OVERRIDES.get(name, {})
+        module = cls.from_pretrained(weights_dir / name, torch_dtype=dtype, **overrides).eval().requires_grad_(False)
         loaded[name] = place(name, module) if place is not None else module.to(device)
     tokenizer = AutoTokenizer.from_pretrained(weights_dir / "tokenizer")
     tokenizer.padding_side = "left"  # Gemma prompts are left-padded for LTX

@@ -16,8 +16,9 @@ What each plan does to the modules:
 Common to all: attention runs through PyTorch SDPA (flash / memory-efficient kernels);
 Gemma's `lm_head` is replaced by an identity (LTX reads hidden states, never logits: this
 skips a 1024 x 262k logits product and unties the 2 GB embedding, which would otherwise be
-dragged along by offloading); VAE tiling is switched per request above the size threshold;
-and the repeated transformer blocks can be compiled regionally (opt-in, once per worker).
+dragged along by offloading); diffusers' VAE tiling is kept off (the runtime tiles the decode
+as the reference does); and the repeated transformer blocks can be compiled regionally (opt-in,
+once per worker).
 
 Nothing here is imported by the CPU path unless asked for; what can be exercised on a CPU is
 unit-tested (tests/test_execution.py), the rest follows the diffusers APIs as documented.
@@ -26,7 +27,6 @@ unit-tested (tests/test_execution.py), the rest follows the diffusers APIs as do
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,13 +131,16 @@ class Execution:
         return memory_plan.check_request(self.plan, Shape(width, height, num_frames, fps), self.vram_bytes)
 
     def prepare_decode(self, vae: torch.nn.Module, width: int, height: int) -> bool:
-        """Switch VAE tiling for this request's size; returns whether it is on."""
-        tiled = memory_plan.needs_vae_tiling(width, height)
-        if tiled:
-            vae.enable_tiling()
-        else:
-            vae.disable_tiling()
-        return tiled
+        """Keep diffusers' own VAE tiling off; returns whether the runtime's tiling splits frames at this size.
+
+        The runtime decodes with the reference's tiles and blend (`pipeline.video_decode`), which
+        bound memory at any size; that tiling alone decides the pixels. diffusers' tiling on top
+        would re-split and re-blend any tile larger than its own threshold its own way (at its
+        default 512 px it happens not to fire on tiles of at most 512 px, but that is luck, not
+        design), so it is switched off for every request.
+        """
+        vae.disable_tiling()
+        return memory_plan.needs_vae_tiling(width, height)
 
     def summary(self) -> str:
         if self.vram_bytes is None:
@@ -228,9 +231,44 @@ def place_component(
     return module.to(device)
 
 
-def placer(plan: str, device: torch.device | str, actions: list[str]) -> Callable[[str, torch.nn.Module], Any]:
-    """A `place(name, module)` callback for a loader that places each component as it loads."""
-    return lambda name, module: place_component(name, module, plan, device, actions)
+def load_device(name: str, plan: str, device: torch.device | str) -> torch.device:
+    """Where a loader should create `name`'s tensors so that `place_component` has nothing to copy.
+
+    The GPU for what the plan keeps there in bf16; the host for what it casts to fp8, swaps or
+    streams, since those steps start from host tensors (the fp8 cast, the pinned host copies).
+    """
+    device, host = torch.device(device), torch.device("cpu")
+    spec = memory_plan.spec(plan)
+    if name == "text_encoder":
+        return device if spec.text_encoder == "gpu" else host
+    if name == "transformer":
+        return device if spec.transformer == "bf16" else host
+    if name == "connectors":
+        return device if spec.connectors == "gpu" else host
+    return device
+
+
+class Placer:
+    """`place(name, module)` for a loader that places each component as it loads.
+
+    `device_for(name)` tells such a loader where to create the tensors in the first place, so
+    that a component bound for the GPU goes there tensor by tensor instead of being assembled
+    in host RAM first (`pipeline.single_file.load_single_file` asks for it).
+    """
+
+    def __init__(self, plan: str, device: torch.device | str, actions: list[str]):
+        self.plan, self.device, self.actions = plan, torch.device(device), actions
+
+    def __call__(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        return place_component(name, module, self.plan, self.device, self.actions)
+
+    def device_for(self, name: str) -> torch.device:
+        return load_device(name, self.plan, self.device)
+
+
+def placer(plan: str, device: torch.device | str, actions: list[str]) -> Placer:
+    """A `place(name, module)` callback (with `device_for`) for a loader that places as it loads."""
+    return Placer(plan, device, actions)
 
 
 def compile_transformer(transformer: torch.nn.Module, **compile_kwargs: Any) -> bool:
@@ -257,7 +295,7 @@ def apply_plan(
     """Apply `plan` (None/"auto": by measured VRAM) to `components` (a `Components`).
 
     Components are expected loaded on the CPU in bf16, unless `already_placed` (the loader
-    used `placer`). Returns the `Execution` that checks requests and switches VAE tiling.
+    used `placer`). Returns the `Execution` that checks requests and prepares the decode.
     """
     device = torch.device(device)
     chosen, vram = choose(device, plan)

@@ -82,6 +82,7 @@ class ComponentReport:
     truncated: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     config_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key: (on disk, real)
+    notes: list[str] = field(default_factory=list)  # informational: not a mismatch
     dtypes: dict[str, int] = field(default_factory=dict)
     expected_count: int = 0
 
@@ -109,6 +110,7 @@ class ComponentReport:
         some("unreadable", self.unreadable)
         diffs = [f"{k}={a!r} (real {b!r})" for k, (a, b) in self.config_differences.items()]
         some("config differs from LTX-2.3", diffs)
+        some("note", self.notes)
         return out
 
 

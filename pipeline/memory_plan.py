@@ -15,7 +15,7 @@ Plans, fastest first:
                     GPU block by block on a side CUDA stream (24 GB cards; needs ~70 GB host RAM).
 
 The estimate of a job's peak is: weights resident for the whole job + the largest phase
-(prompt encoding, a transformer pass, the upsampler, a VAE decode window). Activation terms
+(prompt encoding, a transformer pass, the upsampler, a VAE decode tile group). Activation terms
 are counted in multiples of one hidden-state tensor; the multiples come from walking the
 block (see the constants) and carry a margin. They are estimates, to be calibrated on a GPU
 with `bench/memory_plans.py --measure`; the refusal they drive errs on the safe side.
@@ -56,14 +56,20 @@ TEXT_HIDDEN_STATES = TEXT_ENCODER_LAYERS + 1
 # RoPE cos/sin in fp32 (4), and inside a block the residual, the norm output and the 4x-wide
 # feed-forward intermediate twice (10). 27, rounded up for allocator slack.
 TRANSFORMER_ACTIVATION_WIDTHS = 32
-# VAE decoder: its last stage runs 256 channels at H/4 x W/4 for every frame of the window, in
+# VAE decoder: its last stage runs 256 channels at H/4 x W/4 for every frame of a tile, in
 # bf16: 32 bytes per output pixel per tensor; ~4 such tensors alive in a causal-conv resnet.
 DECODE_BYTES_PER_PIXEL = 128
-DECODE_WINDOW_FRAMES = 8 * VAE_TEMPORAL + 1  # the runtime decodes 8 latent frames at a time
-VAE_TILE = 512  # diffusers' default tile (tile_sample_min_height/width); stride 448
-VAE_TILE_OVERLAP = 64
-# Decode tiled above this output area (pixels per frame): a 1024x576 window untiled is ~4.6 GB.
-VAE_TILING_MIN_PIXELS = 1024 * 576
+# The runtime decodes with the reference's tiling (pipeline.video_decode, ltx-core's
+# TilingConfig.default()), one temporal group at a time: up to 64 + 1 pixel frames (8 latent
+# frames plus the one a later group re-reads for its causal first frame), in spatial tiles of at
+# most 512 x 512 px (the 64 px overlap is inside the tile; the short side's tile is scaled down).
+# Alive per group, at full frame size in bf16, counted in one-channel planes: its weighted sum
+# (3) and weights (1), and at most 4 more while its finished frames are divided out (quotient
+# and clamped weights, or the quotient and the tail copied for the next group); one tile's
+# decoder activations counted on top, though they never meet the division: this errs high.
+DECODE_GROUP_FRAMES = 8 * VAE_TEMPORAL + 1
+DECODE_GROUP_PLANES = 8
+VAE_TILE = 512  # the reference's spatial tile, overlap included
 ENCODE_EXTRA_BYTES = 2 * MAX_SEQUENCE_LENGTH * TEXT_WIDTH * TEXT_HIDDEN_STATES * BF16 + GiB // 4
 RUNTIME_MISC_BYTES = GiB // 2  # latents in fp32, RoPE coordinates, masks, cuBLAS workspaces
 
@@ -179,20 +185,17 @@ def spec(plan: str) -> PlanSpec:
 
 
 def needs_vae_tiling(width: int, height: int) -> bool:
-    """Tile the VAE decode above the size threshold (the untiled decode grows with the area)."""
-    return width * height > VAE_TILING_MIN_PIXELS
+    """Whether the decode splits frames into spatial tiles: the reference's tiling does above 512 px."""
+    return max(width, height) > VAE_TILE
 
 
 def _decode_bytes(shape: Shape, tiled: bool) -> int:
-    if tiled:
-        tile_w = min(shape.width, VAE_TILE + VAE_TILE_OVERLAP)
-        tile_h = min(shape.height, VAE_TILE + VAE_TILE_OVERLAP)
-        working = tile_w * tile_h * DECODE_BYTES_PER_PIXEL
-        # tiles' outputs (3 channels, bf16, with overlaps) are kept until blended
-        outputs = 2 * shape.width * shape.height * 3 * BF16
-        return DECODE_WINDOW_FRAMES * (working + outputs)
-    frames = min(DECODE_WINDOW_FRAMES, shape.generated_frames)
-    return frames * shape.width * shape.height * DECODE_BYTES_PER_PIXEL
+    """One temporal group's decode; `tiled` False: frames decoded whole (no spatial split), for comparison."""
+    frames = min(DECODE_GROUP_FRAMES, shape.generated_frames)
+    tile_w, tile_h = (min(shape.width, VAE_TILE), min(shape.height, VAE_TILE)) if tiled else (shape.width, shape.height)
+    working = tile_w * tile_h * DECODE_BYTES_PER_PIXEL
+    buffers = DECODE_GROUP_PLANES * shape.width * shape.height * BF16
+    return frames * (working + buffers)
 
 
 def _transformer_activation_bytes(shape: Shape) -> int:

@@ -157,7 +157,9 @@ REAL_CONFIGS: dict[str, dict[str, Any]] = {
         antialias=True,
         antialias_ratio=2,
         antialias_kernel_size=12,
-        final_act_fn=None,
+        # The reference (ltx-core) applies the 16 kHz stage's final activation: a clamp, since
+        # use_tanh_at_final is off. diffusers' 2.3 conversion config has None here (no clamp).
+        final_act_fn="clamp",
         final_bias=False,
         bwe_in_channels=128,
         bwe_hidden_channels=512,

@@ -45,10 +45,8 @@ from pipeline.schedule import (
     unpack_video,
 )
 from pipeline.start_image import CONDITIONING_CRF, condition_pixels, decode_start_image, prepare_start_frame
-from pipeline.video_decode import decode_windows, to_uint8_frames
+from pipeline.video_decode import REFERENCE_TILING, DecodeTiling, decode_groups, tiled_decode, to_uint8_frames
 from pipeline.weights_lock import require_verified
-
-DECODE_WINDOW_LATENT_FRAMES = 8  # longer clips decode in windows of 64 pixel frames
 
 
 @dataclass(frozen=True)
@@ -113,6 +111,8 @@ class Denoised:
     audio: torch.Tensor  # (1, L, C*M) tokens, normalized
     image_latent: torch.Tensor  # the stage-2 conditioning latent of the start image (1, C, 1, h, w)
     geometry: Geometry
+    stage1_video: torch.Tensor | None = None  # (1, C, F, H/64, W/64), normalized, before the upsampler
+    stage1_audio: torch.Tensor | None = None
 
 
 @dataclass
@@ -131,13 +131,13 @@ class VideoGenerator:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         prompt_cache_size: int = 8,
-        decode_window: int | None = DECODE_WINDOW_LATENT_FRAMES,
+        decode_tiling: DecodeTiling | None = REFERENCE_TILING,
         encoder_threads: int = 0,
     ):
         self.components = components
         self.device = torch.device(device)
         self.dtype = dtype
-        self.decode_window = decode_window
+        self.decode_tiling = decode_tiling  # None: the whole clip in one decoder call
         self.encoder_threads = encoder_threads
         self.max_sequence_length = int(components.index.get("max_sequence_length", 1024))
         self.transformer_passes = 0
@@ -236,6 +236,58 @@ class VideoGenerator:
 
     # ---- denoising ------------------------------------------------------------------------
 
+    def _coords(self, latent_shape: tuple[int, int, int], audio_frames: int, fps: float):
+        """RoPE positions of the video and audio tokens, in the pipeline dtype as the reference keeps them.
+
+        ltx-pipelines stores positions in its latent state's dtype (bfloat16 on a GPU), so the
+        transformer sees time positions rounded to bfloat16; rounding here and widening again
+        gives the transformer those exact values (bfloat16 -> float32 is exact).
+        """
+        rope, audio_rope = self.components.transformer.rope, self.components.transformer.audio_rope
+        video = rope.prepare_video_coords(1, *latent_shape, self.device, fps=fps)
+        audio = audio_rope.prepare_audio_coords(1, audio_frames, self.device)
+        return video.to(self.dtype).to(video.dtype), audio.to(self.dtype).to(audio.dtype)
+
+    def velocity(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        text: _Text,
+        sigma: torch.Tensor,
+        token_mask: torch.Tensor,
+        latent_shape: tuple[int, int, int],
+        fps: float,
+        coords: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One transformer pass: video and audio velocities for tokens at noise level `sigma`.
+
+        Conditioned tokens get the per-token timestep sigma * mask (0 for a frame kept exactly).
+        """
+        frames, height, width = latent_shape
+        video_coords, audio_coords = coords or self._coords(latent_shape, audio.shape[1], fps)
+        t = (sigma * TIMESTEP_SCALE).reshape(1)
+        video_velocity, audio_velocity = self.components.transformer(
+            hidden_states=video.to(self.dtype),
+            audio_hidden_states=audio.to(self.dtype),
+            encoder_hidden_states=text.video,
+            audio_encoder_hidden_states=text.audio,
+            timestep=t.unsqueeze(-1) * token_mask,
+            audio_timestep=t,
+            sigma=t,  # LTX-2.3 prompt modulation
+            encoder_attention_mask=text.mask,
+            audio_encoder_attention_mask=text.mask,
+            num_frames=frames,
+            height=height,
+            width=width,
+            fps=fps,
+            audio_num_frames=audio.shape[1],
+            video_coords=video_coords,
+            audio_coords=audio_coords,
+            use_cross_timestep=True,
+            return_dict=False,
+        )
+        return video_velocity.float(), audio_velocity.float()
+
     def _denoise(
         self,
         stage: str,
@@ -249,40 +301,16 @@ class VideoGenerator:
         geometry: Geometry,
         tracker: _Tracker,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.components
-        frames, height, width = latent_shape
         fps = float(geometry.fps)
-        audio_frames = audio.shape[1]
-        video_coords = c.transformer.rope.prepare_video_coords(1, frames, height, width, self.device, fps=fps)
-        audio_coords = c.transformer.audio_rope.prepare_audio_coords(1, audio_frames, self.device)
+        coords = self._coords(latent_shape, audio.shape[1], fps)
         sigma = sigma_tensor(sigmas).to(self.device)
-        timesteps = sigma * TIMESTEP_SCALE
         steps = len(sigmas) - 1
         for i in range(steps):
             tracker.check()
-            t = timesteps[i].expand(1)
-            video_velocity, audio_velocity = c.transformer(
-                hidden_states=video.to(self.dtype),
-                audio_hidden_states=audio.to(self.dtype),
-                encoder_hidden_states=text.video,
-                audio_encoder_hidden_states=text.audio,
-                timestep=t.unsqueeze(-1) * token_mask,
-                audio_timestep=t,
-                sigma=t,  # LTX-2.3 prompt modulation
-                encoder_attention_mask=text.mask,
-                audio_encoder_attention_mask=text.mask,
-                num_frames=frames,
-                height=height,
-                width=width,
-                fps=fps,
-                audio_num_frames=audio_frames,
-                video_coords=video_coords,
-                audio_coords=audio_coords,
-                use_cross_timestep=True,
-                return_dict=False,
-            )
-            video_x0 = conditioned_x0(video, video_velocity.float(), sigma[i], token_mask, video_clean)
-            audio_x0 = audio - audio_velocity.float() * sigma[i]
+            video_velocity, audio_velocity = self.velocity(video, audio, text, sigma[i], token_mask, latent_shape,
+                                                           fps, coords)
+            video_x0 = conditioned_x0(video, video_velocity, sigma[i], token_mask, video_clean)
+            audio_x0 = audio - audio_velocity * sigma[i]
             video = euler_step(video, video_x0, sigma[i], sigma[i + 1])
             audio = euler_step(audio, audio_x0, sigma[i], sigma[i + 1])
             tracker.report(stage, i + 1, steps)
@@ -307,16 +335,17 @@ class VideoGenerator:
         return fitted
 
     def _video_frames(self, latents: torch.Tensor, geometry: Geometry, tracker: _Tracker):
+        """Normalized video latents -> uint8 frame chunks, one per temporal group of the reference's tiling."""
         vae = self.components.vae
         latents = self._denormalize(latents).to(self.dtype)
         remaining = geometry.num_frames
-        windows = decode_windows(lambda z: vae.decode(z, return_dict=False)[0], latents, self.decode_window)
-        total = -(-latents.shape[2] // (self.decode_window or latents.shape[2]))
-        for index, chunk in enumerate(windows):
+        total = decode_groups(*latents.shape[2:], self.decode_tiling)
+        chunks = tiled_decode(lambda z: vae.decode(z, return_dict=False)[0], latents, self.decode_tiling)
+        for index, chunk in enumerate(chunks):
             tracker.check()
             frames = to_uint8_frames(chunk)[:remaining]
             remaining -= len(frames)
-            tracker.report("decode", min(index + 1, total), total)
+            tracker.report("decode", index + 1, total)
             if len(frames):
                 yield frames
 
@@ -372,11 +401,12 @@ class VideoGenerator:
             "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker
         )
         timings["stage1"] = time.perf_counter() - clock
+        stage1_video, stage1_audio = unpack_video(video, f, h1, w1), audio
 
         # x2 latent upsampler on the un-normalized latent.
         clock = time.perf_counter()
         tracker.check()
-        upsampled = c.latent_upsampler(self._denormalize(unpack_video(video, f, h1, w1)).to(self.dtype))
+        upsampled = c.latent_upsampler(self._denormalize(stage1_video).to(self.dtype))
         upsampled = self._normalize(upsampled.float())
         tracker.report("upsample", 1, 1)
         timings["upsample"] = time.perf_counter() - clock
@@ -393,7 +423,7 @@ class VideoGenerator:
             "stage2", STAGE2_SIGMAS, video, clean, mask, audio, text, (f, h2, w2), geometry, tracker
         )
         timings["stage2"] = time.perf_counter() - clock
-        return Denoised(unpack_video(video, f, h2, w2), audio, image2, geometry)
+        return Denoised(unpack_video(video, f, h2, w2), audio, image2, geometry, stage1_video, stage1_audio)
 
     def generate(
         self,
@@ -413,7 +443,7 @@ class VideoGenerator:
             with torch.inference_mode():
                 result = self.denoise(request, image, seed, tracker, image_crf, timings)
                 geometry = result.geometry
-                # Decode: audio first (small), then video streamed window by window into ffmpeg.
+                # Decode: audio first (small), then video streamed into ffmpeg one temporal tile group at a time.
                 clock = time.perf_counter()
                 waveform = None
                 if request.generate_audio:

@@ -31,7 +31,7 @@ from pipeline.components import COMPONENT_CLASSES, MODEL_INDEX
 from pipeline.real_configs import REAL_CONFIGS
 from pipeline.weights_location import TINY_LABEL
 
-TINY_FORMAT = 2  # bump when the tiny configs change so cached copies are rebuilt
+TINY_FORMAT = 3  # bump when the tiny configs change so cached copies are rebuilt
 
 TEXT_HIDDEN, TEXT_LAYERS = 32, 2
 VIDEO_HEADS, VIDEO_HEAD_DIM = 2, 16

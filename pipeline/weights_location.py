@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.weights_lock import MixedVersionsError, weights_version
+
 TINY_LABEL = "tiny smoke-test model (random weights: produces noise, not video)"
 TINY_NOTICE = (
     f"NOTICE: running the {TINY_LABEL}. Outputs are noise. "
@@ -27,19 +29,28 @@ def default_weights_dir(data_dir: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class WeightsChoice:
-    """The directory to load, the device to run on and whether it is the smoke-test model."""
+    """The directory to load, the device to run on, whether it is the smoke-test model, its release."""
 
     path: Path
     device: str
     smoke_test: bool
     notice: str | None = None
+    version: str | None = None  # the LTX release of the files, "2.3-1.1" (see `weights_version`)
+
+    @property
+    def version_text(self) -> str:
+        """For the start log: which model version is loaded."""
+        if self.smoke_test:
+            return "no model version: the tiny smoke-test model"
+        return f"model version {self.version}" if self.version else "model version not recorded"
 
 
 def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None = None) -> WeightsChoice:
     """Turn `--weights auto|tiny|PATH` into a concrete choice.
 
     `auto` picks the real weights when a GPU and the weights directory are both present,
-    otherwise the tiny model with a loud notice.
+    otherwise the tiny model with a loud notice. Real weights whose files belong to different
+    releases are refused (`WeightsError`), naming them.
     """
     import torch  # deferred: the API process resolves weights too and should not pay for torch at import
 
@@ -54,7 +65,7 @@ def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None 
     if spec == "auto":
         real = default_weights_dir(data_dir)
         if has_gpu and is_weights_directory(real):
-            return WeightsChoice(real, device, False)
+            return WeightsChoice(real, device, False, version=_version(real))
         why = "no GPU is visible" if not has_gpu else f"no weights at {real}"
         tiny = ensure_tiny_model(data_dir / "cache")
         return WeightsChoice(tiny, device, True, f"{TINY_NOTICE} (auto: {why})")
@@ -66,4 +77,13 @@ def resolve_weights(spec: str, data_dir: Path | None = None, device: str | None 
         )
     index = path / MODEL_INDEX
     smoke = index.is_file() and bool(json.loads(index.read_text()).get("smoke_test"))
-    return WeightsChoice(path, device, smoke, TINY_NOTICE if smoke else None)
+    return WeightsChoice(path, device, smoke, TINY_NOTICE if smoke else None, None if smoke else _version(path))
+
+
+def _version(path: Path) -> str | None:
+    from pipeline.components import WeightsError  # deferred like resolve_weights's: it imports torch and diffusers
+
+    try:
+        return weights_version(path)
+    except MixedVersionsError as exc:
+        raise WeightsError(str(exc)) from exc

@@ -5,12 +5,13 @@ The lock is JSON (readable, diff-able, written back by `weights lock` with the s
     {
       "format": 1,
       "files": [                      # pinned files: what `pull` downloads and `verify` checks
-        {"variant": "diffusers", "repo": "owner/name", "revision": "<40-hex commit>",
-         "file": "path/in/repo", "dir": "local/subfolder", "size": 123, "sha256": "<64-hex>"}
+        {"variant": "single-file", "repo": "owner/name", "revision": "<40-hex commit>",
+         "file": "path/in/repo", "dir": "local/subfolder", "size": 123, "sha256": "<64-hex>",
+         "model_version": "2.3-1.1"}
       ],
       "patterns": [                   # not yet pinned: `weights lock` expands them into files
         {"variant": "diffusers", "repo": "owner/name", "revision": null | "<commit>",
-         "include": ["transformer/*", ...], "dir": ""}
+         "include": ["transformer/*", ...], "dir": "", "model_version": "2.3-1.0"}
       ]
     }
 
@@ -19,6 +20,14 @@ it); an unfinished download waits next to it as `<file>.part` and the next `pull
 `null` means "not known yet": `weights lock` (run where the hub is reachable) resolves revisions
 to commits and fills sizes and sha256 from the hub API. `pull` refuses unpinned
 entries, so what lands on disk is always what the lock names.
+
+`variant` groups the files of one layout: `single-file` (the default: Lightricks' own release,
+two official files) or `diffusers` (the diffusers folder layout, a conversion of release 1.0).
+`model_version` (optional) is the LTX release a file belongs to, as "<model>-<release>"
+("2.3-1.1"); files expanded from a pattern inherit it. The Gemma text encoder's entries carry
+none: the same Gemma serves every release, so it is no part of one and never counts as a mix.
+Locks written before the field existed read as "not recorded". `weights_version` refuses a
+weights directory whose files belong to different releases, so they are never loaded together.
 
 Hashing 46 GB takes minutes, so verified results are cached in `<weights dir>/.verified.json`
 keyed by (path, size, mtime_ns): a file that was not touched since it was verified is not
@@ -42,7 +51,7 @@ LOCK_FORMAT = 1
 LOCK_NAME = "weights.lock"  # also the name of the copy `pull` leaves in the weights directory
 CACHE_NAME = ".verified.json"
 PART_SUFFIX = ".part"  # an unfinished download, continued by the next `pull`
-DEFAULT_VARIANT = "diffusers"
+DEFAULT_VARIANT = "single-file"  # the official release; "diffusers" is the converted 1.0 layout
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HASH_CHUNK = 16 * 1024 * 1024
@@ -63,6 +72,7 @@ class LockedFile:
     size: int | None = None
     sha256: str | None = None
     variant: str = DEFAULT_VARIANT
+    model_version: str | None = None  # the LTX release, "2.3-1.1"; None: not part of one, or not recorded
 
     @property
     def target(self) -> str:
@@ -86,6 +96,7 @@ class LockedPattern:
     include: tuple[str, ...]
     dir: str = ""
     variant: str = DEFAULT_VARIANT
+    model_version: str | None = None  # inherited by the files the pattern expands into
 
 
 @dataclass
@@ -103,10 +114,17 @@ class Lock:
     def to_json(self) -> str:
         data = {
             "format": LOCK_FORMAT,
-            "files": [asdict(f) for f in self.files],
-            "patterns": [{**asdict(p), "include": list(p.include)} for p in self.patterns],
+            "files": [_entry_json(f) for f in self.files],
+            "patterns": [{**_entry_json(p), "include": list(p.include)} for p in self.patterns],
         }
         return json.dumps(data, indent=2) + "\n"
+
+
+def _entry_json(entry: LockedFile | LockedPattern) -> dict[str, Any]:
+    data = asdict(entry)
+    if data["model_version"] is None:  # not recorded: leave it out, as locks before the field did
+        del data["model_version"]
+    return data
 
 
 def parse_lock(text: str, source: str = LOCK_NAME) -> Lock:
@@ -130,6 +148,8 @@ def parse_lock(text: str, source: str = LOCK_NAME) -> Lock:
             raise LockError(f"{where}: sha256 {entry.sha256!r} is not 64 lowercase hex digits")
         if Path(entry.target).is_absolute() or ".." in Path(entry.target).parts:
             raise LockError(f"{where}: target {entry.target!r} escapes the weights directory")
+        if entry.model_version is not None and not isinstance(entry.model_version, str):
+            raise LockError(f"{where}: model_version {entry.model_version!r} is not a string")
         if (entry.variant, entry.target) in targets:
             raise LockError(f"{where}: {entry.target} is listed twice")
         targets.add((entry.variant, entry.target))
@@ -137,9 +157,12 @@ def parse_lock(text: str, source: str = LOCK_NAME) -> Lock:
     patterns = []
     for i, raw in enumerate(data.get("patterns", [])):
         try:
-            patterns.append(LockedPattern(**{**raw, "include": tuple(raw.get("include", ()))}))
+            pattern = LockedPattern(**{**raw, "include": tuple(raw.get("include", ()))})
         except TypeError as exc:
             raise LockError(f"{source}: patterns[{i}]: {exc}") from exc
+        if pattern.model_version is not None and not isinstance(pattern.model_version, str):
+            raise LockError(f"{source}: patterns[{i}]: model_version {pattern.model_version!r} is not a string")
+        patterns.append(pattern)
     return Lock(files, patterns)
 
 
@@ -276,13 +299,18 @@ def verify_directory(root: Path, lock: Lock | None = None, variant: str | None =
 
 
 def require_verified(root: Path) -> VerifyReport | None:
-    """Refuse to load a weights directory whose files do not match its lock.
+    """Refuse to load a weights directory whose files do not match its lock, or mix releases.
 
     Directories without a `weights.lock` copy (the tiny model, hand-made layouts) are not
-    checked and give `None`. Raises `pipeline.components.WeightsError` naming each bad file.
+    hash-checked and give `None`; the release check (`weights_version`) applies to all.
+    Raises `pipeline.components.WeightsError` naming each bad file.
     """
     from pipeline.components import WeightsError
 
+    try:
+        weights_version(root)
+    except MixedVersionsError as exc:
+        raise WeightsError(str(exc)) from exc
     if not (Path(root) / LOCK_NAME).is_file():
         return None
     lock = read_lock(Path(root) / LOCK_NAME)
@@ -405,16 +433,27 @@ def _run_downloader(downloader, entry, root, endpoint, token, force) -> None:
 # ---- locking ---------------------------------------------------------------------------------
 
 
-def lock_from_directory(root: Path, repo: str, revision: str, variant: str = DEFAULT_VARIANT) -> Lock:
+def lock_from_directory(
+    root: Path, repo: str, revision: str, variant: str = DEFAULT_VARIANT, model_version: str | None = None
+) -> Lock:
     """A fully pinned lock for every file under `root`, as if `root` were `repo` at `revision`."""
     root = Path(root)
     files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for rel in _weights_files(root):
+        size, digest = (root / rel).stat().st_size, sha256_file(root / rel)
+        files.append(LockedFile(repo, revision, rel, "", size, digest, variant, model_version))
+    return Lock(files=files)
+
+
+def _weights_files(root: Path) -> list[str]:
+    """Paths (relative, sorted) of the files under `root`, less the lock copy, caches and partial downloads."""
+    found = []
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel in (LOCK_NAME, CACHE_NAME) or rel.endswith(PART_SUFFIX) or ".cache" in Path(rel).parts:
             continue
-        files.append(LockedFile(repo, revision, rel, "", path.stat().st_size, sha256_file(path), variant))
-    return Lock(files=files)
+        found.append(rel)
+    return found
 
 
 def resolve_lock(lock: Lock, endpoint: str | None = None, token: str | None = None, api: Any = None) -> Lock:
@@ -447,7 +486,7 @@ def resolve_lock(lock: Lock, endpoint: str | None = None, token: str | None = No
             sha, size = sha256_file(Path(local)), Path(local).stat().st_size
         if entry.sha256 and entry.sha256 != sha:
             raise LockError(f"{entry.target}: the hub's sha256 {sha} differs from the lock's {entry.sha256}")
-        return LockedFile(entry.repo, meta.sha, entry.file, entry.dir, size, sha, entry.variant)
+        return LockedFile(entry.repo, meta.sha, entry.file, entry.dir, size, sha, entry.variant, entry.model_version)
 
     files: list[LockedFile] = []
     with tempfile.TemporaryDirectory(prefix="ltx-lock-") as tmp:
@@ -464,8 +503,114 @@ def resolve_lock(lock: Lock, endpoint: str | None = None, token: str | None = No
                     raise LockError(f"{pattern.repo}@{meta.sha}: no file matches {glob!r}")
                 names += [n for n in matched if n not in names]
             for name in names:
-                entry = LockedFile(pattern.repo, meta.sha, name, pattern.dir, None, None, pattern.variant)
+                entry = LockedFile(pattern.repo, meta.sha, name, pattern.dir, None, None, pattern.variant,
+                                   pattern.model_version)
                 if (entry.variant, entry.target) not in known:
                     files.append(pin(entry, Path(tmp)))
                     known.add((entry.variant, entry.target))
     return Lock(files=files)
+
+
+# ---- model versions --------------------------------------------------------------------------
+
+# Lightricks' file names carry their release ("...-1.1.safetensors"); the first release
+# published its checkpoint as plain `ltx-2.3-22b-distilled.safetensors` (its upscaler as -1.0).
+# The safetensors metadata does not tell releases apart: its `model_version` is the
+# architecture's ("2.3.0"), which the loader checks separately.
+_RELEASE_NAMES = (
+    re.compile(r"ltx-2\.3-22b-distilled(?:-(?P<release>\d+\.\d+))?\.safetensors"),
+    re.compile(r"ltx-2\.3-spatial-upscaler-x2(?:-(?P<release>\d+\.\d+))?\.safetensors"),
+)
+FIRST_RELEASE = "1.0"
+
+
+class MixedVersionsError(ValueError):
+    """A weights directory holding files of different model versions; the message names them."""
+
+
+def release_of_name(name: str) -> str | None:
+    """The model version an official LTX-2.3 file name carries ("2.3-1.1"), None for any other name."""
+    for pattern in _RELEASE_NAMES:
+        match = pattern.fullmatch(name)
+        if match:
+            return f"2.3-{match['release'] or FIRST_RELEASE}"
+    return None
+
+
+def file_versions(root: Path, lock: Lock | None = None) -> dict[str, str]:
+    """{path relative to `root`: model version} for each file in `root` whose version is known.
+
+    In order of precedence: an official file name (`release_of_name`); the `model_version` of
+    the entry that pins the file, in `lock` or in the copy `pull` left in `root`; and, for a
+    diffusers layout pinned only by pattern, that of the pattern whose `include` matches it.
+    Patterns are not applied to the smoke-test model (its index says so): it has the layout
+    but belongs to no release. Gemma's files have no version (see the module docstring).
+    """
+    root = Path(root)
+    locks = [lock] if lock is not None else []
+    try:
+        if (root / LOCK_NAME).is_file():
+            locks.append(read_lock(root / LOCK_NAME))
+    except LockError:
+        pass  # a damaged copy: `require_verified` reports it; versions come from elsewhere
+    pinned = {f.target: f.model_version for lk in locks for f in lk.files if f.model_version}
+    patterns = [p for lk in locks for p in lk.patterns if p.model_version] if not _is_smoke_test(root) else []
+    versions: dict[str, str] = {}
+    for rel in _weights_files(root):
+        version = release_of_name(Path(rel).name) if "/" not in rel else None
+        version = version or pinned.get(rel) or next((p.model_version for p in patterns if _matches(p, rel)), None)
+        if version:
+            versions[rel] = version
+    return versions
+
+
+def _matches(pattern: LockedPattern, rel: str) -> bool:
+    prefix = pattern.dir.strip("/")
+    if prefix:
+        if not rel.startswith(prefix + "/"):
+            return False
+        rel = rel[len(prefix) + 1:]
+    return any(fnmatch.fnmatch(rel, glob) for glob in pattern.include)
+
+
+def _is_smoke_test(root: Path) -> bool:
+    try:
+        return bool(json.loads((root / "model_index.json").read_text()).get("smoke_test"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def weights_version(root: Path, lock: Lock | None = None) -> str | None:
+    """The one model version of the files in `root` ("2.3-1.1"), or None when none records one.
+
+    `lock` defaults to the repository's lock (`default_lock_path()`), whose patterns know the
+    diffusers layout's release. Raises `MixedVersionsError` naming the files of each version
+    when they differ: components of different releases are never silently loaded together.
+    """
+    if lock is None:
+        try:
+            lock = read_lock(default_lock_path())
+        except LockError:
+            lock = None  # no lock shipped (an unusual install): names and the copy still tell
+    versions = file_versions(root, lock)
+    found = sorted(set(versions.values()))
+    if len(found) > 1:
+        groups = "; ".join(f"{v}: {_summary([rel for rel, x in versions.items() if x == v])}" for v in found)
+        raise MixedVersionsError(
+            f"{root} mixes model versions ({groups}). Components of different releases must not be loaded "
+            "together: remove the files of the version you do not want, or keep each version in its own directory."
+        )
+    return found[0] if found else None
+
+
+def _summary(rels: list[str]) -> str:
+    """File names at the top, one "folder/ (N files)" per folder below it."""
+    folders: dict[str, int] = {}
+    names = []
+    for rel in rels:
+        if "/" in rel:
+            top = rel.split("/", 1)[0] + "/"
+            folders[top] = folders.get(top, 0) + 1
+        else:
+            names.append(rel)
+    return ", ".join(names + [f"{top} ({n} file{'s' if n > 1 else ''})" for top, n in folders.items()])

@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if choice.notice:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, choice.notice, banner)
+    log.info("weights: %s (%s)", choice.path, choice.version_text)
     capacity = None
     if choice.device.startswith("cuda") and not choice.smoke_test:
         capacity = log_memory_plan(config.plan)

@@ -2,12 +2,13 @@
 
     weights lock   [--lock FILE]                     resolve unknown revisions/hashes with the hub API
     weights pull   [--lock FILE] [--dir DIR]          download what the lock names, then verify
-    weights verify [--lock FILE] [--dir DIR]          size + sha256 of every file (cached by mtime)
+    weights verify [--lock FILE] [--dir DIR]          size + sha256 of every file (cached by mtime), one release
     weights check  [DIR] [--against real|own]         safetensors headers vs the architecture
     weights plan   [--vram-gb N] [--plan NAME]        the memory plan and its estimates
 
-HF_TOKEN (the Gemma repo is gated), HF_HUB_OFFLINE and HF_ENDPOINT are honoured by
-huggingface_hub itself.
+`--variant` picks the files of the lock: `single-file` (default, Lightricks' release 1.1) or
+`diffusers` (the diffusers folder layout, converted from release 1.0). HF_TOKEN (the Gemma repo
+is gated), HF_HUB_OFFLINE and HF_ENDPOINT are honoured by huggingface_hub itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.weights_lock import DEFAULT_VARIANT, Lock, MixedVersionsError, weights_version
 from server.cli import CommandError
 
 
@@ -31,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def common(p: argparse.ArgumentParser, with_dir: bool = True) -> None:
         p.add_argument("--lock", type=Path, default=None, help="lock file (default $LTX_WEIGHTS_LOCK, ./weights.lock)")
-        p.add_argument("--variant", default="diffusers", help="which files of the lock (default diffusers)")
+        p.add_argument("--variant", default=DEFAULT_VARIANT,
+                       help=f"which files of the lock: single-file or diffusers (default {DEFAULT_VARIANT})")
         if with_dir:
             p.add_argument("--dir", type=Path, default=None, help="weights directory (default $LTX_WEIGHTS_DIR)")
 
@@ -114,7 +117,7 @@ def _pull(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(f"{root}: {len(report.downloaded)} downloaded, {len(report.skipped)} already present; "
           f"{len(report.verify.checked)} files verified")
-    return 0
+    return _report_version(root, lock)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -127,7 +130,19 @@ def _verify(args: argparse.Namespace) -> int:
         raise CommandError(f"the lock pins no files for variant {args.variant!r}; run `ltx-server weights lock`")
     report = verify_files(root, files, show_progress=sys.stderr.isatty())
     print(report.message(root))
-    return 0 if report.ok else 1
+    versions = _report_version(root, lock)
+    return 0 if report.ok and versions == 0 else 1
+
+
+def _report_version(root: Path, lock: Lock) -> int:
+    """Print the model version the directory holds; 1 (and why) when its files mix releases."""
+    try:
+        version = weights_version(root, lock)
+    except MixedVersionsError as exc:
+        print(f"ltx-server weights: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{root}: model version {version or 'not recorded (no file in it names its release)'}")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

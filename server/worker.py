@@ -97,8 +97,8 @@ class Worker:
         started = time.perf_counter()
         self.generator = VideoGenerator.from_directory(self.choice.path, device=self.choice.device, plan=self.plan,
                                                        compile_blocks=self.compile_blocks)
-        log.info("worker %s: model loaded from %s on %s in %.1f s", self.worker_id, self.choice.path,
-                 self.choice.device, time.perf_counter() - started)
+        log.info("worker %s: model loaded from %s (%s) on %s in %.1f s", self.worker_id, self.choice.path,
+                 self.choice.version_text, self.choice.device, time.perf_counter() - started)
         if self.generator.execution is not None:
             log.info("worker %s: %s", self.worker_id, self.generator.execution.summary())
         self.store.register_worker(self.worker_id, self.choice.device, os.getpid(), True,

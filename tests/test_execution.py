@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline import execution
 from pipeline.components import load_components
-from pipeline.execution import EncoderSwap, Execution, apply_plan, choose, compile_transformer
+from pipeline.execution import EncoderSwap, Execution, apply_plan, choose, compile_transformer, load_device, placer
 from pipeline.memory_plan import GiB, RequestTooLarge
 from pipeline.request import VideoRequest
 from pipeline.runtime import VideoGenerator
@@ -129,11 +129,13 @@ def test_sdpa_is_selected(tiny_dir):
     assert any(a.startswith("transformer: SDPA") for a in plan.actions)
 
 
-def test_vae_tiling_follows_the_request_size(tiny_dir):
+def test_diffusers_vae_tiling_stays_off_under_the_reference_tiling(tiny_dir):
     components = load_components(tiny_dir)
     plan = apply_plan(components, "resident", device="cpu")
-    assert plan.prepare_decode(components.vae, 1536, 1024) and components.vae.use_tiling
-    assert not plan.prepare_decode(components.vae, 768, 512) and not components.vae.use_tiling
+    components.vae.enable_tiling()
+    # True: the runtime's own (reference) tiling splits 1536x1024 frames; diffusers' never applies on top.
+    assert plan.prepare_decode(components.vae, 1536, 1024) and not components.vae.use_tiling
+    assert not plan.prepare_decode(components.vae, 512, 512) and not components.vae.use_tiling
 
 
 def test_requests_are_refused_before_work_on_a_small_gpu():
@@ -172,3 +174,19 @@ def test_placing_components_as_they_load_then_applying_the_plan(tiny_dir):
     generator = VideoGenerator(components, "cpu")
     generator.encode_prompt("a quiet lake")
     assert plan.encoder_onloads == 1
+
+
+def test_placer_says_where_each_component_should_load():
+    """A loader asks `device_for`: straight to the GPU unless the plan starts from host tensors."""
+    gpu, host = torch.device("cuda"), torch.device("cpu")
+    names = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "latent_upsampler", "text_encoder")
+    expected = {
+        "resident": dict.fromkeys(names, gpu),
+        "encoder-offload": {**dict.fromkeys(names, gpu), "text_encoder": host},  # swapped from host RAM
+        "fp8": {**dict.fromkeys(names, gpu), "transformer": host, "text_encoder": host},  # cast on the host
+        "offload": {**dict.fromkeys(names, gpu), "transformer": host, "connectors": host, "text_encoder": host},
+    }
+    for plan, devices in expected.items():
+        assert {name: load_device(name, plan, "cuda") for name in names} == devices, plan
+        place = placer(plan, "cuda", [])
+        assert {name: place.device_for(name) for name in names} == devices, plan

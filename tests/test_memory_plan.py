@@ -81,15 +81,30 @@ def test_token_geometry_matches_the_reference():
     assert Shape(1024, 576, 121, fps=24).audio_tokens == 126  # ≈ 126 audio tokens per 5 s
 
 
-def test_vae_tiling_above_the_threshold_only():
-    assert not needs_vae_tiling(768, 512)
-    assert not needs_vae_tiling(1024, 576)
-    assert needs_vae_tiling(1024, 1024)
+def test_frames_are_split_into_tiles_above_512_px_as_the_reference_tiling_does():
+    assert not needs_vae_tiling(512, 512)
+    assert not needs_vae_tiling(512, 384)
+    assert needs_vae_tiling(768, 512)
+    assert needs_vae_tiling(576, 1024)
     big = Shape(1536, 1024, 121)
     assert estimate("resident", big).vae_tiling
     assert estimate("resident", big, vae_tiling=True).phases["decode"] < estimate(
         "resident", big, vae_tiling=False
     ).phases["decode"]
+
+
+
+@pytest.mark.parametrize(("width", "height", "frames"), [(1536, 1024, 481), (1024, 576, 121), (512, 512, 9)])
+def test_the_decode_estimate_covers_the_runtimes_largest_tile_group(width, height, frames):
+    from pipeline.video_decode import plan_tiles
+
+    shape = Shape(width, height, frames)
+    groups = plan_tiles(shape.latent_frames, height // 32, width // 32)
+    longest = max(tile.pixels[0].stop - tile.pixels[0].start for group in groups for tile in group)
+    widest = max(s.stop - s.start for group in groups for tile in group for s in tile.pixels[1:])
+    assert longest <= min(mp.DECODE_GROUP_FRAMES, shape.generated_frames) and widest <= mp.VAE_TILE
+    assert longest == mp.DECODE_GROUP_FRAMES or frames < mp.DECODE_GROUP_FRAMES
+    assert needs_vae_tiling(width, height) == any(len(group) > 1 for group in groups)
 
 
 @pytest.mark.parametrize(

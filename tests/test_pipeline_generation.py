@@ -160,3 +160,20 @@ def test_all_defaults_from_a_512_image_complete(tiny_generator, tmp_path):
     facts = read_mp4(result.path)
     assert (facts.width, facts.height, facts.video_frames) == (768, 768, 121)
     assert facts.audio_duration == pytest.approx(121 / 24, abs=1 / 48_000)
+
+
+def test_rope_positions_are_rounded_to_the_pipeline_dtype_as_the_reference_keeps_them(tiny_generator):
+    """ltx-pipelines holds positions in the latent state's dtype (bfloat16 on a GPU)."""
+    shape, audio_frames, fps = (16, 4, 6), 50, 24.0
+    exact_video, exact_audio = tiny_generator._coords(shape, audio_frames, fps)  # float32 pipeline: untouched
+    rope = tiny_generator.components.transformer.rope
+    assert torch.equal(exact_video, rope.prepare_video_coords(1, *shape, exact_video.device, fps=fps))
+    tiny_generator.dtype = torch.bfloat16
+    try:
+        video, audio = tiny_generator._coords(shape, audio_frames, fps)
+    finally:
+        tiny_generator.dtype = torch.float32
+    assert video.dtype == exact_video.dtype
+    assert torch.equal(video, exact_video.to(torch.bfloat16).float())
+    assert torch.equal(audio, exact_audio.to(torch.bfloat16).float())
+    assert not torch.equal(video, exact_video)  # time positions k/24 s are not all bfloat16 numbers

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from official_files import to_official, write_official
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pipeline.components import WeightsError, load_components
@@ -77,21 +79,38 @@ def _write_header_only(path: Path, shapes: dict[str, list[int]], metadata: dict[
     path.write_bytes(struct.pack("<Q", len(blob)) + blob)
 
 
+REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "ltx23_reference_config.json").read_text())
+
+
+def official_metadata() -> dict[str, str]:
+    """The metadata of an official checkpoint: its architecture in ltx-core's schema, as JSON."""
+    return {"config": json.dumps({**REFERENCE["checkpoint"], "model_version": "2.3.0"})}
+
+
 def test_weights_check_of_the_official_layout_without_data(official, tmp_path):
     ckpt = tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors"
     up = tmp_path / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
-    _write_header_only(ckpt, official["combined"], {"config": json.dumps({"model_version": "2.3.0"})})
-    _write_header_only(up, official["upsampler"], {})
+    _write_header_only(ckpt, official["combined"], official_metadata())
+    _write_header_only(up, official["upsampler"], {"config": json.dumps(REFERENCE["upsampler"])})
     report = check_single_file(ckpt, up)
     assert [c.name for c in report.components] == [*SINGLE_FILE_COMPONENTS, "latent_upsampler"]
     for c in report.components:
         assert (c.missing, c.unexpected, c.wrong_shape, c.unreadable) == ([], [], [], []), c.lines()
         assert c.truncated  # header only
+    # The checked architecture is the metadata's, read with ltx-core's defaults; where it differs
+    # from diffusers' conversion configs, the check says so without failing.
+    notes = {c.name: c.notes for c in report.components}
+    assert any("cross_attn_timestep_scale_multiplier: 1000 -> 1" in n for n in notes["transformer"])
+    assert any("decoder_spatial_padding_mode: 'zeros' -> 'reflect'" in n for n in notes["vae"])
+    assert "note (" in report.text()
+    # Metadata that does not describe LTX-2.3 is named.
+    _write_header_only(ckpt, official["combined"], {"config": json.dumps({"model_version": "2.3.0"})})
+    assert "text projection sits in the transformer" in check_single_file(ckpt, up).text()
     # A 2.0 checkpoint, a renamed tensor and a wrong shape are all named.
     combined = dict(official["combined"])
     combined["model.diffusion_model.not_a_layer.weight"] = combined.pop("model.diffusion_model.patchify_proj.weight")
     combined["vae.decoder.conv_in.conv.weight"] = [1, 2, 3]
-    _write_header_only(ckpt, combined, {"model_version": "2.0.0"})
+    _write_header_only(ckpt, combined, {**official_metadata(), "model_version": "2.0.0"})
     report = check_single_file(ckpt)
     by = {c.name: c for c in report.components}
     assert by["transformer"].missing == ["proj_in.weight"]
@@ -100,65 +119,7 @@ def test_weights_check_of_the_official_layout_without_data(official, tmp_path):
     assert "is not LTX-2.3" in report.text()
 
 
-# ---- loading, shown on the tiny model written in the official layout --------------------------
-
-_INVERSE_T = [
-    ("prompt_adaln", "prompt_adaln_single"), ("norm_k", "k_norm"), ("norm_q", "q_norm"),
-    ("audio_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_audio"),
-    ("video_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_video"),
-    ("av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single"),
-    ("av_cross_attn_audio_scale_shift", "av_ca_audio_scale_shift_adaln_single"),
-    ("av_cross_attn_video_a2v_gate", "av_ca_a2v_gate_adaln_single"),
-    ("av_cross_attn_video_scale_shift", "av_ca_video_scale_shift_adaln_single"),
-    ("audio_proj_in", "audio_patchify_proj"),
-]
-
-
-def to_official(component: str, name: str) -> str:
-    """Test-only inverse of `to_diffusers` (pinned by the round trip over the fixture)."""
-    if component == "transformer":
-        for old, new in (("time_embed.", "adaln_single."), ("audio_time_embed.", "audio_adaln_single.")):
-            if name.startswith(old):
-                name = new + name[len(old):]
-        for old, new in _INVERSE_T:
-            name = name.replace(old, new)
-        name = re.sub(r"(^|\.)proj_in\.", r"\1patchify_proj.", name)
-        return "model.diffusion_model." + name
-    if component == "connectors":
-        for side in ("video", "audio"):
-            if name.startswith(f"{side}_text_proj_in."):
-                return f"text_embedding_projection.{side}_aggregate_embed." + name.split(".", 1)[1]
-        for old, new in (
-            ("video_connector", "video_embeddings_connector"), ("audio_connector", "audio_embeddings_connector"),
-            ("transformer_blocks", "transformer_1d_blocks"), ("norm_q", "q_norm"), ("norm_k", "k_norm"),
-        ):
-            name = name.replace(old, new)
-        return "model.diffusion_model." + name
-    if component in ("vae", "audio_vae"):
-        stats = {
-            "latents_mean": "per_channel_statistics.mean-of-means",
-            "latents_std": "per_channel_statistics.std-of-means",
-        }
-        if name in stats:
-            return f"{component}.{stats[name]}"
-        if component == "vae":
-            name = re.sub(r"^encoder\.mid_block\.", "encoder.down_blocks.@8.", name)
-            name = re.sub(r"^decoder\.mid_block\.", "decoder.up_blocks.@0.", name)
-            name = re.sub(r"down_blocks\.(\d)\.downsamplers\.0\.", lambda m: f"down_blocks.@{2 * int(m[1]) + 1}.", name)
-            name = re.sub(r"down_blocks\.(\d)\.", lambda m: f"down_blocks.@{2 * int(m[1])}.", name)
-            name = re.sub(r"up_blocks\.(\d)\.upsamplers\.0\.", lambda m: f"up_blocks.@{2 * int(m[1]) + 1}.", name)
-            name = re.sub(r"up_blocks\.(\d)\.", lambda m: f"up_blocks.@{2 * int(m[1]) + 2}.", name)
-            name = name.replace("@", "").replace("resnets", "res_blocks")
-            name = name.replace("time_embedder", "last_time_embedder")
-            name = name.replace("scale_shift_table", "last_scale_shift_table")
-        return f"{component}.{name}"
-    if component == "vocoder":
-        name = re.sub(r"\.upsamplers\.(\d+)\.(weight|bias)$", r".ups.\1.\2", name)
-        for old, new in (("resnets", "resblocks"), ("conv_in", "conv_pre"), ("conv_out", "conv_post"),
-                         ("act_out", "act_post"), ("downsample.", "downsample.lowpass.")):
-            name = name.replace(old, new)
-        return "vocoder." + name
-    raise AssertionError(component)
+# ---- loading, shown on the tiny model written in the official layout (tests/official_files.py) --
 
 
 def test_inverse_round_trips_over_the_official_names(official):
@@ -233,9 +194,47 @@ def test_a_directory_in_the_official_layout_loads_as_components(tmp_path):
 def test_cli_check_recognises_the_official_layout(official, tmp_path, capsys):
     from server.cli import main
 
-    _write_header_only(tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors", official["combined"], {})
-    _write_header_only(tmp_path / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors", official["upsampler"], {})
+    _write_header_only(tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors", official["combined"], official_metadata())
+    _write_header_only(tmp_path / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors", official["upsampler"],
+                       {"config": json.dumps(REFERENCE["upsampler"])})
     assert main(["weights", "check", str(tmp_path)]) == 1  # header-only files: data missing
     out = capsys.readouterr().out
     assert "latent_upsampler" in out and "truncated file" in out and "missing (" not in out
     assert main(["weights", "check", str(tmp_path / "ltx-2.3-22b-distilled-1.1.safetensors")]) == 1
+
+
+def test_a_misfit_is_refused_before_loading_naming_the_tensor_and_the_file(tmp_path):
+    checkpoint, upsampler = write_official(tmp_path, TINY_CONFIGS)
+    with safe_open(str(checkpoint), framework="pt", device="cpu") as handle:
+        combined = {key: handle.get_tensor(key).clone() for key in handle.keys()}  # noqa: SIM118
+    bad = dict(combined)
+    bad["model.diffusion_model.not_a_layer.weight"] = bad.pop("model.diffusion_model.patchify_proj.weight")
+    save_file(bad, checkpoint)
+    with pytest.raises(WeightsError) as refused:
+        load_single_file(checkpoint, upsampler, dtype=torch.float32, configs=TINY_CONFIGS)
+    message = str(refused.value)
+    assert message.startswith(f"{checkpoint}: transformer does not fit LTX-2.3: missing proj_in.weight; "
+                              "unexpected model.diffusion_model.not_a_layer.weight")
+    conv = next(key for key in combined if key.startswith("vocoder.") and combined[key].ndim == 3)
+    placed: list[str] = []
+    save_file({**combined, conv: torch.zeros(1, 2, 3)}, checkpoint)
+    with pytest.raises(WeightsError, match=rf"vocoder does not fit LTX-2.3: wrong shape {re.escape(conv)} "
+                                           r"\[1, 2, 3\] != \["):
+        load_single_file(checkpoint, upsampler, dtype=torch.float32, configs=TINY_CONFIGS,
+                         place=lambda name, module: placed.append(name) or module)
+    assert placed == []  # every component is checked before the first one is read
+    # A truncated file is named before anything is read.
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
+    with pytest.raises(WeightsError, match="truncated"):
+        load_single_file(checkpoint, upsampler, dtype=torch.float32, configs=TINY_CONFIGS)
+
+
+def test_the_checkpoint_is_found_by_release_not_by_name_order(tmp_path):
+    from pipeline.single_file import find_single_file
+
+    for name in ("ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
+                 "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    checkpoint, upsampler = find_single_file(tmp_path)
+    assert checkpoint.name == "ltx-2.3-22b-distilled-1.1.safetensors"  # not the LoRA, which sorts last
+    assert upsampler.name == "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"

@@ -21,18 +21,24 @@ from pipeline.components import WeightsError
 from pipeline.tiny import build_tiny_model
 from pipeline.weights_lock import (
     CACHE_NAME,
+    DEFAULT_VARIANT,
     LOCK_NAME,
     Lock,
     LockedFile,
     LockedPattern,
     LockError,
+    MixedVersionsError,
+    default_lock_path,
+    lock_from_directory,
     parse_lock,
     pull,
     read_lock,
+    release_of_name,
     require_verified,
     resolve_lock,
     verify_directory,
     verify_files,
+    weights_version,
 )
 
 REPO = "test-org/tiny-ltx"
@@ -154,9 +160,7 @@ def hub(tiny_repo):
 
 @pytest.fixture(scope="module")
 def tiny_lock(tiny_repo) -> Lock:
-    from pipeline.weights_lock import lock_from_directory
-
-    return lock_from_directory(tiny_repo, REPO, COMMIT)
+    return lock_from_directory(tiny_repo, REPO, COMMIT, variant="diffusers")  # the tiny model has that layout
 
 
 def _biggest(lock: Lock) -> LockedFile:
@@ -176,6 +180,93 @@ def test_repo_lock_parses_and_pins_known_files():
         pull(lock, Path("/nonexistent"), variant="diffusers")
 
 
+def test_the_official_release_is_the_default_and_the_lock_records_versions():
+    lock = read_lock(Path(__file__).resolve().parent.parent / LOCK_NAME)
+    assert DEFAULT_VARIANT == "single-file"
+    assert {f.file: f.model_version for f in lock.select()} == {
+        "ltx-2.3-22b-distilled-1.1.safetensors": "2.3-1.1",
+        "ltx-2.3-spatial-upscaler-x2-1.1.safetensors": "2.3-1.1",
+    }
+    converted = next(p for p in lock.patterns if p.repo == "diffusers/LTX-2.3-Distilled-Diffusers")
+    assert (converted.variant, converted.model_version) == ("diffusers", "2.3-1.0")
+    # Gemma is the text encoder of every release: no version, in either variant.
+    gemma = [p for p in lock.patterns if p.repo.startswith("google/gemma-3")]
+    assert {p.variant for p in gemma} == {"single-file", "diffusers"} and all(p.model_version is None for p in gemma)
+
+
+def test_model_version_round_trips_and_old_locks_still_read():
+    entry = {"repo": "a/b", "revision": COMMIT, "file": "x", "size": 1, "sha256": "0" * 64}
+    old = json.dumps({"format": 1, "files": [entry], "patterns": [{"repo": "a/b", "revision": None, "include": ["*"]}]})
+    lock = parse_lock(old)
+    assert lock.files[0].model_version is None and lock.patterns[0].model_version is None
+    assert "model_version" not in lock.to_json()  # not recorded: written back as it was
+    versioned = Lock(files=[LockedFile(**entry, model_version="2.3-1.1")],
+                     patterns=[LockedPattern("a/b", None, ("*",), model_version="2.3-1.0")])
+    again = parse_lock(versioned.to_json())
+    assert again.files == versioned.files and again.patterns == versioned.patterns
+    with pytest.raises(LockError, match="model_version"):
+        parse_lock(json.dumps({"format": 1, "files": [{**entry, "model_version": 1.1}]}))
+
+
+def _touch(root: Path, *rels: str) -> Path:
+    for rel in rels:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    return root
+
+
+CKPT_11, UP_11 = "ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
+GEMMA = ("text_encoder/model-00001-of-00005.safetensors", "tokenizer/tokenizer.json")
+
+
+def test_release_names():
+    assert release_of_name(CKPT_11) == "2.3-1.1" and release_of_name(UP_11) == "2.3-1.1"
+    assert release_of_name("ltx-2.3-spatial-upscaler-x2-1.0.safetensors") == "2.3-1.0"
+    assert release_of_name("ltx-2.3-22b-distilled.safetensors") == "2.3-1.0"  # the first release had no suffix
+    for other in ("ltx-2.3-22b-distilled-lora-384-1.1.safetensors", "ltx-2.3-22b-dev.safetensors", "config.json"):
+        assert release_of_name(other) is None, other
+
+
+def test_weights_version_of_a_directory(tmp_path, tiny_repo):
+    lock = read_lock(default_lock_path())
+    official = _touch(tmp_path / "official", CKPT_11, UP_11, *GEMMA)
+    assert weights_version(official, lock) == "2.3-1.1"
+    # The 1.0 diffusers folders (known by the lock's pattern) next to the 1.1 single files.
+    converted = _touch(tmp_path / "converted", "model_index.json", "transformer/diffusion_pytorch_model.safetensors",
+                       "vae/config.json", *GEMMA)
+    assert weights_version(converted, lock) == "2.3-1.0"
+    _touch(converted, CKPT_11, UP_11)
+    with pytest.raises(MixedVersionsError) as mixed:
+        weights_version(converted, lock)
+    assert str(mixed.value).startswith(f"{converted} mixes model versions (2.3-1.0: model_index.json, transformer/ "
+                                       f"(1 file), vae/ (1 file); 2.3-1.1: {CKPT_11}, {UP_11})")
+    # A 1.0 checkpoint with a 1.1 upscaler.
+    old = _touch(tmp_path / "old", "ltx-2.3-22b-distilled.safetensors", UP_11)
+    with pytest.raises(MixedVersionsError, match=r"2\.3-1\.0: ltx-2\.3-22b-distilled\.safetensors; 2\.3-1\.1"):
+        weights_version(old, lock)
+    # The smoke-test model has the diffusers layout but belongs to no release; Gemma alone has none either.
+    assert weights_version(tiny_repo, lock) is None
+    assert weights_version(_touch(tmp_path / "gemma", *GEMMA), lock) is None
+    # The copy of the lock `pull` leaves names the release of what it pulled.
+    pulled = _touch(tmp_path / "pulled", "weights/a.safetensors")
+    (pulled / LOCK_NAME).write_text(Lock(files=[LockedFile("a/b", COMMIT, "a.safetensors", "weights", 1, "0" * 64,
+                                                           "diffusers", "2.3-1.0")]).to_json())
+    assert weights_version(pulled, Lock()) == "2.3-1.0"
+
+
+def test_the_runtime_refuses_mixed_versions_and_names_the_release_it_loads(tmp_path):
+    from pipeline.weights_location import resolve_weights
+
+    official = _touch(tmp_path / "official", CKPT_11, UP_11)
+    choice = resolve_weights(str(official), tmp_path / "data", device="cpu")
+    assert (choice.version, choice.version_text, choice.smoke_test) == ("2.3-1.1", "model version 2.3-1.1", False)
+    _touch(official, "ltx-2.3-22b-distilled.safetensors")  # a 1.0 checkpoint left behind
+    with pytest.raises(WeightsError, match="mixes model versions"):
+        resolve_weights(str(official), tmp_path / "data", device="cpu")
+    with pytest.raises(WeightsError, match="mixes model versions"):
+        require_verified(official)
+
+
 def test_lock_rejects_branches_and_escaping_paths():
     good = {"repo": "a/b", "revision": COMMIT, "file": "x", "size": 1, "sha256": "0" * 64}
     with pytest.raises(LockError, match="40-hex commit"):
@@ -188,7 +279,7 @@ def test_lock_rejects_branches_and_escaping_paths():
 
 def test_pull_downloads_then_verifies(hub, tiny_lock, tiny_repo, tmp_path):
     dest = tmp_path / "weights"
-    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    report = pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     assert sorted(report.downloaded) == sorted(f.target for f in tiny_lock.files)
     assert report.verify.ok
     for entry in tiny_lock.files:
@@ -198,14 +289,14 @@ def test_pull_downloads_then_verifies(hub, tiny_lock, tiny_repo, tmp_path):
     assert require_verified(dest).ok
     # A second pull has nothing to do and, thanks to the cache, hashes nothing.
     hub.gets.clear()
-    again = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    again = pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     assert again.downloaded == [] and hub.gets == []
     assert again.verify.hashed == []
 
 
 def test_verify_names_corrupted_missing_and_truncated_files(hub, tiny_lock, tmp_path):
     dest = tmp_path / "weights"
-    pull(tiny_lock, dest, endpoint=hub.endpoint)
+    pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     files = sorted(tiny_lock.files, key=lambda f: f.size or 0, reverse=True)
     corrupted, truncated, missing = files[0], files[1], files[2]
     # One flipped byte, same size: only the hash can tell, so the cache must not hide it.
@@ -217,7 +308,7 @@ def test_verify_names_corrupted_missing_and_truncated_files(hub, tiny_lock, tmp_
     t.write_bytes(t.read_bytes()[:-10])
     (dest / missing.target).unlink()
 
-    report = verify_directory(dest)
+    report = verify_directory(dest, variant="diffusers")
     kinds = {p.target: p.kind for p in report.problems}
     assert kinds == {corrupted.target: "sha256", truncated.target: "size", missing.target: "missing"}
     message = report.message(dest)
@@ -228,9 +319,9 @@ def test_verify_names_corrupted_missing_and_truncated_files(hub, tiny_lock, tmp_
     with pytest.raises(WeightsError, match="do not match the lock"):
         require_verified(dest)
     # pull repairs exactly the three bad files.
-    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    report = pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     assert sorted(report.downloaded) == sorted(e.target for e in (corrupted, truncated, missing))
-    assert verify_directory(dest).ok
+    assert verify_directory(dest, variant="diffusers").ok
 
 
 def test_interrupted_download_resumes_with_a_range_request(hub, tiny_lock, tiny_repo, tmp_path, monkeypatch):
@@ -242,7 +333,7 @@ def test_interrupted_download_resumes_with_a_range_request(hub, tiny_lock, tiny_
     big = _biggest(tiny_lock)
     hub.drop_once.add(big.target)
     dest = tmp_path / "weights"
-    pull(tiny_lock, dest, endpoint=hub.endpoint)
+    pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     ranges = [rng for rel, rng in hub.gets if rel == big.target]
     assert ranges[0] is None and ranges[1] is not None and ranges[1] != "bytes=0-"
     assert (dest / big.target).read_bytes() == (tiny_repo / big.target).read_bytes()
@@ -257,14 +348,14 @@ def test_a_pull_killed_mid_file_continues_from_the_part_file(hub, tiny_lock, tin
     hub.fail_ranges.add(big.target)  # ...and the hub is gone when the client retries: the run fails
     dest = tmp_path / "weights"
     with pytest.raises(WeightsError, match=big.target.replace(".", r"\.")):
-        pull(tiny_lock, dest, endpoint=hub.endpoint)
+        pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     part = dest / (big.target + ".part")
     kept = part.stat().st_size
     assert 0 < kept < big.size and not (dest / big.target).exists()
     # A new run (a new process, as far as the download is concerned) asks only for the rest.
     hub.fail_ranges.clear()
     hub.gets.clear()
-    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    report = pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     assert report.downloaded == [big.target]
     assert [rng for rel, rng in hub.gets if rel == big.target] == [f"bytes={kept}-"]
     assert (dest / big.target).read_bytes() == (tiny_repo / big.target).read_bytes()
@@ -276,14 +367,14 @@ def test_failed_pull_keeps_finished_files_and_continues(hub, tiny_lock, tmp_path
     hub.fail.add(big.target)
     dest = tmp_path / "weights"
     with pytest.raises(WeightsError, match=big.target.replace(".", r"\.")):
-        pull(tiny_lock, dest, endpoint=hub.endpoint)
+        pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     hub.fail.clear()
     hub.gets.clear()
-    report = pull(tiny_lock, dest, endpoint=hub.endpoint)
+    report = pull(tiny_lock, dest, variant="diffusers", endpoint=hub.endpoint)
     # Files finished before the failure are verified from disk, not fetched again.
     assert big.target in report.downloaded
     assert len(report.downloaded) < len(tiny_lock.files)
-    assert verify_directory(dest).ok
+    assert verify_directory(dest, variant="diffusers").ok
 
 
 def test_offline_pull_names_the_missing_file(hub, tiny_lock, tmp_path, monkeypatch):
@@ -291,7 +382,7 @@ def test_offline_pull_names_the_missing_file(hub, tiny_lock, tmp_path, monkeypat
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsError, match="offline"):
-        pull(tiny_lock, tmp_path / "weights", endpoint=hub.endpoint)
+        pull(tiny_lock, tmp_path / "weights", variant="diffusers", endpoint=hub.endpoint)
 
 
 def test_hash_cache_skips_unchanged_files_and_rehashes_touched_ones(tiny_repo, tiny_lock, tmp_path):
@@ -307,12 +398,16 @@ def test_hash_cache_skips_unchanged_files_and_rehashes_touched_ones(tiny_repo, t
 
 def test_lock_resolves_patterns_with_the_hub_api(hub, tiny_lock):
     unpinned = Lock(
-        files=[LockedFile(REPO, None, "model_index.json")],
-        patterns=[LockedPattern(REPO, None, ("transformer/*", "vae/*"), "")],
+        files=[LockedFile(REPO, None, "model_index.json", model_version="2.3-1.0")],
+        patterns=[LockedPattern(REPO, None, ("transformer/*", "vae/*"), "", "diffusers", "2.3-1.0")],
     )
     resolved = resolve_lock(unpinned, endpoint=hub.endpoint, token=False)
     expected = {f.target: f for f in tiny_lock.files}
     assert all(f.pinned for f in resolved.files)
+    # The release recorded for a pattern (or a file) stays with every file it resolves to.
+    assert {(f.variant, f.model_version) for f in resolved.files if f.target != "model_index.json"} == {
+        ("diffusers", "2.3-1.0")}
+    assert next(f for f in resolved.files if f.target == "model_index.json").model_version == "2.3-1.0"
     got = {f.target for f in resolved.files}
     assert "model_index.json" in got and any(t.startswith("transformer/") for t in got)
     for entry in resolved.files:
@@ -330,14 +425,66 @@ def test_cli_pull_verify_and_errors(hub, tiny_lock, tmp_path, monkeypatch, capsy
     lock_file = tmp_path / "tiny.lock"
     lock_file.write_text(tiny_lock.to_json())
     dest = tmp_path / "weights"
-    assert main(["weights", "pull", "--lock", str(lock_file), "--dir", str(dest)]) == 0
+    tiny = ["--lock", str(lock_file), "--dir", str(dest), "--variant", "diffusers"]
+    assert main(["weights", "pull", *tiny]) == 0
     assert f"{len(tiny_lock.files)} downloaded" in capsys.readouterr().out
-    assert main(["weights", "verify", "--lock", str(lock_file), "--dir", str(dest)]) == 0
+    assert main(["weights", "verify", *tiny]) == 0
     victim = dest / _biggest(tiny_lock).target
     victim.write_bytes(victim.read_bytes()[:100])
-    assert main(["weights", "verify", "--lock", str(lock_file), "--dir", str(dest)]) == 1
+    assert main(["weights", "verify", *tiny]) == 1
     assert f"{_biggest(tiny_lock).target}: size 100 bytes" in capsys.readouterr().out
     # User errors: one line on stderr, exit status 2.
     assert main(["weights", "pull", "--lock", str(tmp_path / "nope.lock"), "--dir", str(dest)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ltx-server weights: error:") and "no such lock file" in err and "\n" not in err
+
+
+@pytest.fixture
+def release_hub(tmp_path):
+    """A hub repo holding both layouts: the 1.1 single files and a 1.0 diffusers transformer folder."""
+    import dataclasses
+    import os
+
+    root = tmp_path / "hub-release"
+    for rel in (CKPT_11, UP_11, "transformer/diffusion_pytorch_model.safetensors", "transformer/config.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(os.urandom(50_000))
+    lock = Lock(files=[
+        dataclasses.replace(f, variant="diffusers", model_version="2.3-1.0") if "/" in f.target
+        else dataclasses.replace(f, variant="single-file", model_version="2.3-1.1")
+        for f in lock_from_directory(root, REPO, COMMIT).files
+    ])
+    server = FakeHub(root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, lock
+    server.shutdown()
+    server.server_close()
+
+
+def test_cli_pulls_the_official_release_by_default_and_refuses_to_mix_versions(release_hub, tmp_path, monkeypatch,
+                                                                               capsys):
+    from server.cli import main
+
+    hub, lock = release_hub
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    lock_file = tmp_path / "release.lock"
+    lock_file.write_text(lock.to_json())
+    dest = tmp_path / "weights"
+    where = ["--lock", str(lock_file), "--dir", str(dest)]
+    assert main(["weights", "pull", *where]) == 0  # no --variant: the single files only
+    out = capsys.readouterr().out
+    assert "2 downloaded" in out and f"{dest}: model version 2.3-1.1" in out
+    assert sorted(p.name for p in dest.iterdir() if p.suffix == ".safetensors") == [CKPT_11, UP_11]
+    assert not (dest / "transformer").exists()
+    assert main(["weights", "verify", *where]) == 0
+    assert "model version 2.3-1.1" in capsys.readouterr().out
+    # The converted 1.0 transformer pulled into the same directory: both commands refuse it, naming both sides.
+    assert main(["weights", "pull", *where, "--variant", "diffusers"]) == 1
+    err = capsys.readouterr().err
+    assert "mixes model versions (2.3-1.0: transformer/ (2 files); 2.3-1.1: " in err and CKPT_11 in err
+    assert main(["weights", "verify", *where]) == 1
+    captured = capsys.readouterr()
+    assert "2 files match the lock" in captured.out and "mixes model versions" in captured.err
+    with pytest.raises(WeightsError, match="mixes model versions"):
+        require_verified(dest)

@@ -51,6 +51,13 @@ def _pg_reachable() -> bool:
     return True
 
 
+def _unavailable(reason: str) -> None:
+    """Skip where no PostgreSQL runs; in CI (CI=true) the PostgreSQL tests must run, so fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: .ci/run starts PostgreSQL; the store tests must run on it)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     """The same contract tests on SQLite and (when reachable) PostgreSQL, each in a fresh schema."""
@@ -58,7 +65,7 @@ def store_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
         return
     if not _pg_reachable():
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+        _unavailable("PostgreSQL at 127.0.0.1:5432 is not reachable")
     from sqlalchemy import create_engine, text
 
     schema = f"ltx_test_{uuid.uuid4().hex[:10]}"
@@ -67,7 +74,7 @@ def store_url(request, tmp_path):
         with admin.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA {schema}"))
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not usable: {exc}")
+        _unavailable(f"PostgreSQL not usable: {exc}")
     yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
