@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.memory_plan import PLANS, GiB, Shape, choose_plan, estimate, usable_vram  # noqa: E402
-from pipeline.request import RESOLUTION_PRESETS  # noqa: E402
+from pipeline.params import RESOLUTION_PRESETS  # noqa: E402
 
 FRAMES = (121, 241, 481)
 CARDS_GIB = (24, 48, 80, 96, 141)

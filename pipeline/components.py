@@ -26,6 +26,8 @@ from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
 from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from pipeline.errors import WeightsError  # noqa: E402,F401  (re-exported for the loaders)
+
 MODEL_INDEX = "model_index.json"
 
 # Folder name -> class; every one is a plain nn.Module configured by its config.json.
@@ -45,8 +47,6 @@ COMPONENT_CLASSES: dict[str, Any] = {
 REFERENCE_OVERRIDES: dict[str, dict[str, Any]] = {"vocoder": {"final_act_fn": "clamp"}}
 
 
-class WeightsError(RuntimeError):
-    """A weights directory that cannot be loaded; the message says what is missing or wrong."""
 
 
 @dataclass

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from pipeline.request import RESOLUTION_PRESETS, SIZE_MULTIPLE, VideoRequest
+# `auto` keeps the image's aspect ratio at about the pixel area of landscape_16_9.
+from pipeline.params import RESOLUTION_PRESETS, SIZE_MULTIPLE, GenerationParams
 
 # `auto` keeps the image's aspect ratio at about the pixel area of landscape_16_9.
 AUTO_AREA = RESOLUTION_PRESETS["landscape_16_9"][0] * RESOLUTION_PRESETS["landscape_16_9"][1]
@@ -90,7 +91,7 @@ class Geometry:
         return round(self.duration * sample_rate)
 
 
-def plan_geometry(request: VideoRequest, image_width: int, image_height: int) -> Geometry:
+def plan_geometry(request: GenerationParams, image_width: int, image_height: int) -> Geometry:
     """Plan a job's geometry from its request and the start image's size."""
     width, height = plan_size(request.resolution, image_width, image_height)
     return Geometry(

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.errors import RequestTooLarge
+
 GiB = 1024**3
 
 # Parameter counts of the real LTX-2.3 components (checked against meta-device instances of
@@ -90,8 +92,6 @@ class PlanError(ValueError):
     """An unknown plan name, or a GPU too small for any plan."""
 
 
-class RequestTooLarge(ValueError):
-    """A request whose estimated peak does not fit the GPU under the active plan."""
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,12 @@
-"""The model's request: its ten parameters, their defaults and ranges, and readable errors.
-
-One pydantic model is the single source of truth: the HTTP layer validates bodies with it,
-generates the published JSON Schema from it, and the command line builds its flags from it.
-"""
+"""The Oxen model's request: `GenerationParams` plus the start image's URL and Oxen's defaults."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.params import GenerationParams, RequestError, describe_errors
 
 MODEL_ID = "ltx-2-3-quality-image-to-video"
 
@@ -24,33 +20,12 @@ DEFAULT_NEGATIVE_PROMPT = (
     "crowded background, walking backwards"
 )
 
-RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
-RESOLUTION_CHOICES = ("auto", *RESOLUTION_PRESETS)
-VIDEO_QUALITIES = ("low", "medium", "high", "maximum")
 
-MIN_FRAMES, MAX_FRAMES = 9, 481
-MIN_FPS, MAX_FPS = 1.0, 60.0
-# Explicit "WIDTHxHEIGHT" sizes: multiples of 64 (stage 1 runs at half size on a 32-px latent
-# grid) inside the 2048-px positional range the model was trained on.
-SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE = 64, 128, 2048
-MAX_SEED = 2**63 - 1
-SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
-_EXPLICIT_SIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-class VideoRequest(BaseModel):
+class VideoRequest(GenerationParams):
     """The parameters of `ltx-2-3-quality-image-to-video`, with the contract's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: Annotated[str, Field(description="Text that guides the video.", json_schema_extra={"x-order": 0})]
     input_image: Annotated[
         str,
         Field(
@@ -58,52 +33,9 @@ class VideoRequest(BaseModel):
             json_schema_extra={"format": "uri", "x-order": 1},
         ),
     ]
-    num_frames: Annotated[
-        int,
-        Field(ge=MIN_FRAMES, le=MAX_FRAMES, description="Frames to generate.", json_schema_extra={"x-order": 2}),
-    ] = 121
-    resolution: Annotated[
-        str,
-        Field(
-            description="auto (keep the image's aspect ratio), a preset, or WIDTHxHEIGHT in multiples of 64.",
-            json_schema_extra={"x-order": 3, "examples": list(RESOLUTION_CHOICES)},
-        ),
-    ] = "auto"
-    frames_per_second: Annotated[
-        float,
-        Field(ge=MIN_FPS, le=MAX_FPS, description="Playback frame rate.", json_schema_extra={"x-order": 4}),
-    ] = 24.0
-    image_strength: Annotated[
-        float,
-        Field(
-            ge=0.0,
-            le=1.0,
-            description="1.0 keeps the first frame exactly; lower gives the model more freedom.",
-            json_schema_extra={"x-order": 5},
-        ),
-    ] = 0.7
-    generate_audio: Annotated[
-        bool, Field(description="false returns an MP4 with no audio track.", json_schema_extra={"x-order": 6})
-    ] = True
-    video_quality: Annotated[
-        Literal["low", "medium", "high", "maximum"],
-        Field(description="Encoding quality of the MP4 file.", json_schema_extra={"x-order": 7}),
-    ] = "high"
     negative_prompt: Annotated[
         str, Field(description="What to steer away from.", json_schema_extra={"x-order": 8})
     ] = DEFAULT_NEGATIVE_PROMPT
-    seed: Annotated[
-        int | None,
-        Field(ge=0, le=MAX_SEED, description="Random seed; omitted: chosen and reported.",
-              json_schema_extra={"x-order": 9}),
-    ] = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("input_image")
     @classmethod
@@ -112,88 +44,6 @@ class VideoRequest(BaseModel):
         if not lowered.startswith(("http://", "https://", "data:", "file:")):
             raise ValueError("must be an http(s) URL or a data: URI")
         return value
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution_known(cls, value: str) -> str:
-        if value in RESOLUTION_CHOICES:
-            return value
-        match = _EXPLICIT_SIZE.match(value)
-        if not match:
-            raise ValueError(
-                f"must be one of {', '.join(RESOLUTION_CHOICES)} or WIDTHxHEIGHT (got {value!r})"
-            )
-        for side in (int(match.group(1)), int(match.group(2))):
-            if side % SIZE_MULTIPLE or not MIN_SIDE <= side <= MAX_SIDE:
-                raise ValueError(
-                    f"WIDTHxHEIGHT needs both sides multiples of {SIZE_MULTIPLE} between "
-                    f"{MIN_SIDE} and {MAX_SIDE} (got {value!r})"
-                )
-        return value
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One violated rule: which field and a sentence a person can act on."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-def _sentence(error: dict[str, Any]) -> str:
-    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
-    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        return "is not a parameter of this model"
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return _range_sentence(error["loc"][-1], shown)
-    if kind.startswith("int_"):
-        return f"must be an integer (got {shown})"
-    if kind.startswith("float_"):
-        return f"must be a number (got {shown})"
-    if kind.startswith("bool_"):
-        return f"must be true or false (got {shown})"
-    if kind.startswith("string_"):
-        return f"must be a string (got {shown})"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '')} (got {shown})"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    return error["msg"]
-
-
-_RANGES = {
-    "num_frames": f"must be an integer between {MIN_FRAMES} and {MAX_FRAMES}",
-    "frames_per_second": f"must be a number between {MIN_FPS:g} and {MAX_FPS:g}",
-    "image_strength": "must be a number between 0 and 1",
-    "seed": f"must be an integer between 0 and {MAX_SEED}",
-}
-
-
-def _range_sentence(field: Any, shown: str) -> str:
-    return f"{_RANGES.get(str(field), 'is out of range')} (got {shown})"
-
-
-def describe_errors(exc: ValidationError) -> list[FieldError]:
-    """Turn a pydantic error into one `FieldError` per violation, in field order."""
-    errors = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        errors.append(FieldError(field, _sentence(error)))
-    return errors
-
-
-class RequestError(ValueError):
-    """A request that breaks the contract; `errors` names each field."""
-
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("; ".join(str(error) for error in errors))
 
 
 def parse_request(data: dict[str, Any]) -> VideoRequest:

@@ -27,10 +27,11 @@ import torch
 from PIL import Image
 
 from pipeline.components import Components, load_components
+from pipeline.errors import Cancelled
 from pipeline.execution import Execution, apply_plan, choose, placer
 from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
 from pipeline.mp4 import write_mp4
-from pipeline.request import SEED_RANGE, VideoRequest
+from pipeline.params import SEED_RANGE, GenerationParams
 from pipeline.schedule import (
     STAGE1_SIGMAS,
     STAGE2_SIGMAS,
@@ -63,8 +64,7 @@ ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
 
 
-class GenerationCancelled(RuntimeError):
-    """The cancel check returned true; the job stopped and its partial output was removed."""
+GenerationCancelled = Cancelled  # the name the runtime has always raised
 
 
 @dataclass
@@ -86,6 +86,7 @@ class GenerationResult:
 class _Tracker:
     on_progress: ProgressCallback | None
     should_cancel: CancelCheck | None
+    stage: str = "prepare"  # the phase the job is in (named in an out-of-memory message)
 
     # Share of the whole job per phase; the denoising passes dominate on a GPU.
     WEIGHTS = {"prepare": 0.05, "stage1": 0.5, "upsample": 0.02, "stage2": 0.23, "decode": 0.2}
@@ -96,6 +97,7 @@ class _Tracker:
             raise GenerationCancelled("cancelled")
 
     def report(self, stage: str, step: int, total: int) -> None:
+        self.stage = stage
         if self.on_progress is None:
             return
         done = sum(self.WEIGHTS[name] for name in self.ORDER[: self.ORDER.index(stage)])
@@ -145,6 +147,7 @@ class VideoGenerator:
         self.execution: Execution | None = None  # the GPU memory plan, when one applies
         self._prompt_cache: OrderedDict[str, _Text] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
+        self.active: _Tracker | None = None  # the job in progress (or the last one)
         components.transformer.register_forward_pre_hook(self._count_pass)
 
     @classmethod
@@ -353,7 +356,7 @@ class VideoGenerator:
 
     def denoise(
         self,
-        request: VideoRequest,
+        request: GenerationParams,
         image: bytes | Image.Image,
         seed: int,
         tracker: _Tracker | None = None,
@@ -427,7 +430,7 @@ class VideoGenerator:
 
     def generate(
         self,
-        request: VideoRequest,
+        request: GenerationParams,
         image: bytes | Image.Image,
         output: Path,
         on_progress: ProgressCallback | None = None,
@@ -436,6 +439,7 @@ class VideoGenerator:
     ) -> GenerationResult:
         """Run one job and write its MP4 to `output` (atomically). Raises `GenerationCancelled`."""
         tracker = _Tracker(on_progress, should_cancel)
+        self.active = tracker
         timings: dict[str, float] = {}
         passes_before = self.transformer_passes
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_RANGE)
@@ -456,7 +460,7 @@ class VideoGenerator:
                 )
                 timings["decode_and_encode"] = time.perf_counter() - clock
         finally:
-            self._release()
+            self.release_memory()
         return GenerationResult(
             path=path,
             seed=seed,
@@ -469,9 +473,32 @@ class VideoGenerator:
             timings=timings,
         )
 
-    def _release(self) -> None:
+    def release_memory(self) -> None:
         """Return a job's tensors to the allocator (after success, cancel or error alike)."""
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+
+
+# Allocation failures that are out-of-memory whatever the exception type says.
+_OOM_TEXT = (
+    "out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, and accelerator / cuBLAS / cuDNN allocation failures."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, (RuntimeError, *([accelerator_error] if accelerator_error else []))) and any(
+        text in str(exc) for text in _OOM_TEXT
+    )
+
+
+def oom_phase(exc: BaseException, generator: VideoGenerator) -> str | None:
+    """The phase a job ran out of memory in, or None when `exc` is not an out-of-memory error."""
+    if not is_out_of_memory(exc):
+        return None
+    return generator.active.stage if generator.active is not None else "prepare"

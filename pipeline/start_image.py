@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.errors import StartImageError
+
 CONDITIONING_CRF = 33
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 # Decompression-bomb guard: 50 megapixels is far above any useful start image.
 MAX_IMAGE_PIXELS = 50_000_000
 
 
-class StartImageError(ValueError):
-    """The start image cannot be used; the message says why, in one sentence."""
 
 
 def decode_start_image(data: bytes) -> Image.Image:

@@ -25,7 +25,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.request import MODEL_ID, SEED_RANGE, RequestError
+from pipeline.params import SEED_RANGE, RequestError
+from pipeline.request import MODEL_ID
 from server.auth import LOCAL_OWNER, KeyRing, is_loopback
 from server.config import ServerConfig
 from server.events import COMPLETED, EventHub

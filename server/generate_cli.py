@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.request import VIDEO_QUALITIES, RequestError, VideoRequest, parse_request
+from pipeline.params import VIDEO_QUALITIES, RequestError
+from pipeline.request import VideoRequest, parse_request
 from server.cli import CommandError
 
 # Request field -> (flag, argparse options). Every model parameter has a flag.

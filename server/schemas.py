@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.request import MODEL_ID, FieldError, RequestError, VideoRequest, describe_errors
+from pipeline.params import FieldError, RequestError, describe_errors
+from pipeline.request import MODEL_ID, VideoRequest
 from server.store import Job
 
 NUM_GENERATIONS_ERROR = "num_generations must be an integer between 1 and 4"

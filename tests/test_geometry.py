@@ -5,7 +5,8 @@ from fractions import Fraction
 import pytest
 
 from pipeline.geometry import fps_fraction, generated_frame_count, plan_geometry, plan_size
-from pipeline.request import RESOLUTION_PRESETS, VideoRequest
+from pipeline.params import RESOLUTION_PRESETS
+from pipeline.request import VideoRequest
 
 
 @pytest.mark.parametrize("preset", list(RESOLUTION_PRESETS))

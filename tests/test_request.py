@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.request import DEFAULT_NEGATIVE_PROMPT, RequestError, VideoRequest, parse_request
+from pipeline.params import RequestError
+from pipeline.request import DEFAULT_NEGATIVE_PROMPT, VideoRequest, parse_request
 
 BASE = {"prompt": "a cat", "input_image": "https://example.com/cat.png"}
 
