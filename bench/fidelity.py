@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "parity")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from table import print_table  # noqa: E402
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from table import print_table  # noqa: E402
 
@@ -56,8 +56,8 @@ def whole_component_load(checkpoint: str, upsampler: str, dtype, configs, target
 def child(checkpoint: str, upsampler: str, target: str, window: int) -> dict:
     """Both loads, streamed first, each measured from a reset peak (one process: imports once)."""
     import torch
-    from official_files import SCALED_CONFIGS, memory_status, reset_peak
 
+    from official_files import SCALED_CONFIGS, memory_status, reset_peak
     from pipeline.real_configs import meta_module
     from pipeline.single_file import load_single_file
 
@@ -98,8 +98,8 @@ def main() -> None:
         return
 
     import torch
-    from official_files import SCALED_CONFIGS, write_official
 
+    from official_files import SCALED_CONFIGS, write_official
     from pipeline.header_check import read_header
     from pipeline.single_file import map_names
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_files import to_official, write_official
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from official_files import to_official, write_official
 from pipeline.components import WeightsError, load_components
 from pipeline.header_check import expected_shapes
 from pipeline.real_configs import meta_module

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from official_files import SCALED_CONFIGS, write_official
 from safetensors import safe_open
 
+from official_files import SCALED_CONFIGS, write_official
 from pipeline.header_check import read_header
 from pipeline.single_file import SINGLE_FILE_COMPONENTS, _stream, load_single_file, map_names
 from pipeline.tiny import TINY_CONFIGS
@@ -69,7 +69,7 @@ def test_streamed_load_peaks_far_below_the_file_size(tmp_path):
     transformer_bf16_mib = sum(2 * torch.Size(tensors[k].shape).numel() for k in mapped["transformer"].values()) / 2**20
     assert file_mib > 200 and largest_mib < file_mib / 25  # large next to its largest tensor
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS / "support")])}
     done = subprocess.run([sys.executable, "-c", CHILD, str(checkpoint), str(upsampler), str(WINDOW)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from serverkit import KEY_A, KEY_B, ImageHost, LiveServer, bomb_png, png_bytes
 
 PG_URL = os.environ.get("LTX_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")

@@ -18,9 +18,9 @@ import time
 import httpx
 import pytest
 import requests
-from serverkit import KEY_A, KEY_B, tiny_body, wait_for
 
 from pipeline.request import MODEL_ID
+from serverkit import KEY_A, KEY_B, tiny_body, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: makes a job last a few seconds

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from serverkit import data_uri, png_bytes
 
 from pipeline.memory_plan import GiB
 from pipeline.request import MODEL_ID
 from server.app import APIError, create_app, refuse_if_too_large
 from server.config import ServerConfig
 from server.schemas import QueueBody
+from serverkit import data_uri, png_bytes
 
 
 def body(**extra) -> dict:

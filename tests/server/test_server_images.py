@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from serverkit import KEY_A, data_uri, png_bytes, tiny_body, wait_for
 
 

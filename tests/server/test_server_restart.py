@@ -10,6 +10,7 @@ import sys
 
 import httpx
 import pytest
+
 from serverkit import REPO, tiny_body, wait_for
 
 SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: keeps a job in flight for seconds
@@ -110,10 +111,9 @@ def test_worker_command_runs_alone_against_a_store(tmp_path):
     import os
     import subprocess as sp
 
-    from serverkit import png_bytes
-
     from pipeline.request import VideoRequest
     from server.store import JobStore, NewJob
+    from serverkit import png_bytes
 
     url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     store = JobStore(url)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from serverkit import data_uri, png_bytes
 
 import server.image_fetch as image_fetch
 from server.auth import KeyConfigError, KeyRing, is_loopback
 from server.config import OPTIONS, add_options, from_args
 from server.image_fetch import ImageFetchError, fetch_image_bytes, is_public_address
 from server.signing import URLSigner
+from serverkit import data_uri, png_bytes
 
 # ---- signing --------------------------------------------------------------------------------
 
