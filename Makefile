@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 REFERENCE := ltx-core==1.0.0 ltx-pipelines==1.0.0
 
-.PHONY: serve test install lint bench
+.PHONY: serve test test-fast install lint bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,8 +26,12 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(ARGS)
 
+# Unit + integration tiers without the slow marks (no live servers, no parity run): a check in a minute.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests/unit tests/integration -m "not slow" $(ARGS)
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check pipeline server tests bench
+	$(VENV)/bin/ruff check pipeline server tools tests bench
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all

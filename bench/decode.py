@@ -41,10 +41,10 @@ def child(spec: dict) -> dict:
 
     import torch
 
-    from pipeline.geometry import Geometry
-    from pipeline.runtime import VideoGenerator, _Tracker
-    from pipeline.tiny import ensure_tiny_model
-    from pipeline.video_decode import REFERENCE_TILING, pixel_frames, plan_tiles
+    from pipeline.generation.decode import REFERENCE_TILING, plan_tiles
+    from pipeline.generation.runtime import VideoGenerator, _Tracker
+    from pipeline.geometry import Geometry, pixel_frames
+    from pipeline.weights.tiny import ensure_tiny_model
 
     width, height, frames = spec["width"], spec["height"], spec["frames"]
     tiling = REFERENCE_TILING if spec["tiled"] else None

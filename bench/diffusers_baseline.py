@@ -22,8 +22,8 @@ from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
 from PIL import Image
 
-from pipeline.components import Components
 from pipeline.geometry import Geometry
+from pipeline.weights.loader import Components
 
 GUIDANCE_OFF = {
     "guidance_scale": 1.0,

@@ -2,7 +2,7 @@
 
 Synthetic frames (a moving gradient with texture) and 48 kHz stereo audio are written once to raw
 files; then, side by side, (a) the bundled ffmpeg encodes them straight from the files with the
-same settings, (b) `pipeline.mp4.write_mp4` encodes them from frame chunks read from the same file,
+same settings, (b) `pipeline.generation.mp4.write_mp4` encodes them from frame chunks read from the same file,
 as the runtime streams decoded frames. Each writer runs in a fresh child process so its peak RSS
 is its own. Prints times, the ratio (goal <= 1.1) and peak memory (must stay flat as frames grow).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from table import print_table  # bench/ is on sys.path when a script runs
 
-from pipeline.mp4 import encoding_settings, ffmpeg_command, write_mp4  # noqa: E402
+from pipeline.generation.mp4 import encoding_settings, ffmpeg_command, write_mp4  # noqa: E402
 
 CASES = [(121, 1024, 576), (481, 1024, 576), (121, 1536, 1024)]
 FPS = Fraction(24)

@@ -21,10 +21,10 @@ import torch
 from table import print_table  # bench/ is on sys.path when a script runs
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.generation.schedule import STAGE1_SIGMAS, STAGE2_SIGMAS  # noqa: E402
 from pipeline.geometry import Geometry, fps_fraction, generated_frame_count  # noqa: E402
 from pipeline.params import RESOLUTION_PRESETS  # noqa: E402
-from pipeline.real_configs import meta_module  # noqa: E402
-from pipeline.schedule import STAGE1_SIGMAS, STAGE2_SIGMAS  # noqa: E402
+from pipeline.weights.registry import meta_module  # noqa: E402
 
 H100_BF16_DENSE = 989e12
 TEXT_TOKENS = 1024

@@ -4,7 +4,7 @@
     .venv/bin/python bench/memory_plans.py --markdown # the BENCHMARKS rows
     .venv/bin/python bench/memory_plans.py --vram-gb 80   # mark what fits an 80 GiB card
 
-These are the planner's estimates (pipeline/memory_plan.py), not measurements: there is no
+These are the planner's estimates (pipeline/placement/plan.py), not measurements: there is no
 GPU here. On a GPU, compare them with torch.cuda.max_memory_allocated() after a real job.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.memory_plan import PLANS, GiB, Shape, choose_plan, estimate, usable_vram  # noqa: E402
+from pipeline.geometry import job_geometry  # noqa: E402
 from pipeline.params import RESOLUTION_PRESETS  # noqa: E402
+from pipeline.placement.plan import PLANS, GiB, choose_plan, estimate, usable_vram  # noqa: E402
 
 FRAMES = (121, 241, 481)
 CARDS_GIB = (24, 48, 80, 96, 141)
@@ -27,7 +28,7 @@ def rows(vram_gib: float | None) -> list[list[str]]:
     out = []
     for preset, (width, height) in RESOLUTION_PRESETS.items():
         for frames in FRAMES:
-            shape = Shape(width, height, frames)
+            shape = job_geometry(width, height, frames)
             cells = [f"{preset} {width}x{height}", str(frames), f"{shape.video_tokens():,}"]
             for plan in PLANS:
                 est = estimate(plan, shape)

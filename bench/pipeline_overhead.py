@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffusers_baseline import build_pipelines, run_two_stages  # noqa: E402
 from table import print_table  # noqa: E402
 
+from pipeline.generation.runtime import VideoGenerator  # noqa: E402
+from pipeline.generation.schedule import unpack_audio  # noqa: E402
 from pipeline.geometry import plan_geometry  # noqa: E402
-from pipeline.request import VideoRequest  # noqa: E402
-from pipeline.runtime import VideoGenerator  # noqa: E402
-from pipeline.schedule import unpack_audio  # noqa: E402
-from pipeline.tiny import ensure_tiny_model  # noqa: E402
+from pipeline.params import GenerationParams  # noqa: E402
+from pipeline.weights.tiny import ensure_tiny_model  # noqa: E402
 
 JOBS = {
     "768x512, 121 frames (reference default /2)": {"resolution": "768x512", "num_frames": 121},
@@ -39,7 +39,7 @@ JOBS = {
 
 def measure(generator: VideoGenerator, fields: dict, rounds: int) -> dict:
     image = Image.fromarray((np.random.default_rng(0).random((512, 768, 3)) * 255).astype(np.uint8))
-    request = VideoRequest(prompt="a lighthouse at dusk", input_image="data:,", image_strength=1.0, seed=7, **fields)
+    request = GenerationParams(prompt="a lighthouse at dusk", image_strength=1.0, seed=7, **fields)
     geometry = plan_geometry(request, image.width, image.height)
     pipelines = build_pipelines(generator.components)
     ours_times, theirs_times = [], []

@@ -31,8 +31,8 @@ import httpx
 from PIL import Image
 from table import print_table
 
-from pipeline.request import MODEL_ID
-from server.store import JobStore
+from server.api.schemas import MODEL_ID
+from server.queue import JobStore
 
 
 def free_port() -> int:

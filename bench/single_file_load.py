@@ -5,7 +5,7 @@ model's components with a widened, deepened transformer: about 250 MB against 9 
 loads it in a fresh process and reports the peak RSS growth during each load (VmHWM, reset
 just before it; mapped file pages included). Rows:
 
-* streamed: `pipeline.single_file.load_single_file`, tensors sent one by one to their device;
+* streamed: `pipeline.weights.single_file.load_single_file`, tensors sent one by one to their device;
 * whole component: the previous loader, reimplemented here: each component read into a state
   dict, assigned with `load_state_dict(assign=True)`, and only then moved (`place`).
 
@@ -36,8 +36,8 @@ def whole_component_load(checkpoint: str, upsampler: str, dtype, configs, target
     """The loader before streaming: every component in host RAM, then placed (kept for comparison)."""
     from safetensors import safe_open
 
-    from pipeline.real_configs import meta_module
-    from pipeline.single_file import SINGLE_FILE_COMPONENTS, map_names
+    from pipeline.weights.registry import meta_module
+    from pipeline.weights.single_file import SINGLE_FILE_COMPONENTS, map_names
 
     modules = {}
     with safe_open(checkpoint, framework="pt", device="cpu") as handle:
@@ -58,8 +58,8 @@ def child(checkpoint: str, upsampler: str, target: str, window: int) -> dict:
     import torch
 
     from official_files import SCALED_CONFIGS, memory_status, reset_peak
-    from pipeline.real_configs import meta_module
-    from pipeline.single_file import load_single_file
+    from pipeline.weights.registry import meta_module
+    from pipeline.weights.single_file import load_single_file
 
     for name in SCALED_CONFIGS:  # lazy imports and first-call allocations before the measurement
         meta_module(name, SCALED_CONFIGS, include_buffers=False)
@@ -100,8 +100,8 @@ def main() -> None:
     import torch
 
     from official_files import SCALED_CONFIGS, write_official
-    from pipeline.header_check import read_header
-    from pipeline.single_file import map_names
+    from pipeline.weights.inspect import read_header
+    from pipeline.weights.single_file import map_names
 
     target = "cuda" if torch.cuda.is_available() else "meta"
     file_dtype = torch.bfloat16 if target == "cuda" else torch.float32

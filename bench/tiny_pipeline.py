@@ -34,9 +34,9 @@ def child(spec: dict) -> dict:
     import numpy as np
     from PIL import Image
 
-    from pipeline.request import VideoRequest
-    from pipeline.runtime import VideoGenerator
-    from pipeline.tiny import ensure_tiny_model
+    from pipeline.generation.runtime import VideoGenerator
+    from pipeline.params import GenerationParams
+    from pipeline.weights.tiny import ensure_tiny_model
 
     side = spec["image"]
     pixels = (np.random.default_rng(0).random((side, side, 3)) * 255).astype(np.uint8)
@@ -46,7 +46,7 @@ def child(spec: dict) -> dict:
         clock = time.perf_counter()
         generator = VideoGenerator.from_directory(ensure_tiny_model(Path(tmp) / "cache"))
         load = time.perf_counter() - clock
-        request = VideoRequest(prompt="a lighthouse at dusk", input_image="data:image/png;base64,", seed=0,
+        request = GenerationParams(prompt="a lighthouse at dusk", seed=0,
                                **spec["request"])
         clock = time.perf_counter()
         result = generator.generate(request, buffer.getvalue(), Path(tmp) / "out.mp4")

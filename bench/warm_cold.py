@@ -28,9 +28,9 @@ def child() -> dict:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.request import VideoRequest
-    from pipeline.runtime import VideoGenerator
-    from pipeline.tiny import ensure_tiny_model
+    from pipeline.generation.runtime import VideoGenerator
+    from pipeline.params import GenerationParams
+    from pipeline.weights.tiny import ensure_tiny_model
 
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
@@ -45,7 +45,7 @@ def child() -> dict:
                              ("job 3: warm, new prompt (cache miss)", "a fox in the snow"),
                              ("job 4: warm, same prompt again", "a fox in the snow")]:
             calls = generator.text_encoder_calls
-            request = VideoRequest(prompt=prompt, input_image="data:,", seed=1, **JOB)
+            request = GenerationParams(prompt=prompt, seed=1, **JOB)
             clock = time.perf_counter()
             generator.generate(request, buffer.getvalue(), Path(tmp) / "out.mp4")
             rows[name] = {"seconds": time.perf_counter() - clock, "encoder_calls": generator.text_encoder_calls - calls}

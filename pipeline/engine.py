@@ -7,21 +7,34 @@ Everything the server and the offline tools need from the model goes through her
     result = engine.generate(params, image_bytes, out_path, progress, cancel)
     admit(params, image_size(image_bytes), capacity)                  # in the API process
 
+and, for `serve` and the offline tools, without reaching into `pipeline.placement` or
+`pipeline.generation`: `memory_plan(requested, vram_bytes)` (the plan a card gets, with the
+planner's text), `gpu_plans(requested)` (the same for each visible GPU), `PLAN_NAMES`, and
+`describe_weights(spec)` (what `Engine.load(spec)` would load, without loading it).
+
 This module imports no torch at import time: the API process uses `admit`, `image_size` and
-`gpu_capacity_text`-free helpers only, and must stay light. `Engine.load` pulls in the runtime
-(torch, diffusers) when a worker asks for a model; those imports are deferred on purpose.
+`memory_plan` (pure arithmetic and Pillow) and must stay light. `Engine.load`, `Engine.generate`,
+`describe_weights` and `gpu_plans` pull in torch (and the runtime's diffusers) when called;
+those imports are function-local on purpose, each marked `# deferred:` with its reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OutOfMemory, RequestTooLarge
+from pipeline.errors import OutOfMemory, PlanError, RequestTooLarge
+from pipeline.generation.image import decode_start_image
+from pipeline.geometry import plan_geometry
 from pipeline.params import GenerationParams
+from pipeline.placement import plan as planner
+
+PLAN_NAMES: tuple[str, ...] = planner.PLANS  # fastest first; `--plan auto` picks by GPU memory
+GiB = planner.GiB
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,22 @@ class Capacity:
     vram_bytes: int
 
 
+@dataclass(frozen=True)
+class GpuPlan:
+    """One GPU's memory plan (index -1: a stated card, not a visible one): what `serve` logs, `weights plan` prints."""
+
+    index: int
+    vram_bytes: int  # the card's total memory
+    plan: str
+    summary: str  # the planner's text: the plan, its weights, estimates for typical jobs
+    name: str = ""  # the device's name, for a visible GPU
+
+    @property
+    def capacity(self) -> Capacity:
+        """What the API admits jobs against when this is the smallest GPU."""
+        return Capacity(self.plan, self.vram_bytes)
+
+
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
 
@@ -94,22 +123,20 @@ class Engine:
     @classmethod
     def load(cls, spec: EngineSpec) -> Engine:
         """Resolve the weights, verify them against their lock, and load them (once, for the process)."""
-        # Deferred: torch and diffusers load only in processes that run the model.
-        from pipeline.runtime import VideoGenerator, is_out_of_memory
-        from pipeline.weights_location import resolve_weights
+        # deferred: torch and diffusers load only in processes that run the model (the door stays light)
+        from pipeline.generation.runtime import VideoGenerator, is_out_of_memory
 
-        choice = resolve_weights(spec.weights, spec.data_dir, spec.device)
+        found = describe_weights(spec)
         try:
-            generator = VideoGenerator.from_directory(choice.path, device=choice.device, plan=spec.plan,
+            generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
                                                       compile_blocks=spec.compile_blocks)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            raise OutOfMemory(f"Out of memory on {choice.device} while loading the model ({_first_line(exc)}); "
+            raise OutOfMemory(f"Out of memory on {found.device} while loading the model ({_first_line(exc)}); "
                               "choose a smaller memory plan (--plan).", "load") from None
         summary = generator.execution.summary() if generator.execution is not None else None
-        info = EngineInfo(choice.path, choice.device, choice.smoke_test, choice.notice, choice.version_text, summary)
-        return cls(generator, info)
+        return cls(generator, dataclasses.replace(found, plan_summary=summary))
 
     def generate(
         self,
@@ -125,7 +152,7 @@ class Engine:
         Raises `Cancelled`, `Refused` (too large, bad image), `OutOfMemory` (memory freed, the
         engine usable for the next job) or another exception for an unexpected failure.
         """
-        from pipeline.runtime import oom_phase  # deferred with the rest of the runtime (torch)
+        from pipeline.generation.runtime import oom_phase  # deferred: the runtime imports torch
 
         on_progress = None if progress is None else (lambda p: progress(Progress(p.stage, p.step, p.total, p.fraction)))
         options = {} if image_crf is None else {"image_crf": image_crf}
@@ -157,10 +184,8 @@ class Engine:
 def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) of a start image as the model will see it (EXIF orientation applied).
 
-    Decodes fully, so a broken or hostile image is refused here (`StartImageError`).
+    Decodes fully, so a broken or hostile image is refused here (`StartImageError`). Pillow only.
     """
-    from pipeline.start_image import decode_start_image
-
     image = decode_start_image(data)
     return image.width, image.height
 
@@ -169,12 +194,51 @@ def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | 
     """Refuse (`RequestTooLarge`) a job whose estimated peak does not fit `capacity`; no-op without a GPU."""
     if capacity is None:
         return
-    from pipeline.geometry import plan_geometry
-    from pipeline.memory_plan import Shape, check_request
+    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes)
 
-    geometry = plan_geometry(params, *size)
-    check_request(capacity.plan, Shape(geometry.width, geometry.height, params.num_frames, float(geometry.fps)),
-                  capacity.vram_bytes)
+
+def memory_plan(requested: str | None, vram_bytes: int, index: int = -1) -> GpuPlan:
+    """The plan `requested` (None / auto | resident | encoder-offload | fp8 | offload) gives a card of `vram_bytes`.
+
+    `auto` is the fastest plan whose estimate for the design request fits. Raises `PlanError` (a
+    `ValueError`) for an unknown name or a card too small for any plan. Pure arithmetic: no torch.
+    """
+    plan = planner.resolve_plan(requested, vram_bytes)
+    return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes))
+
+
+def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
+    """`memory_plan` for each visible CUDA GPU, with its index and name; [] without CUDA.
+
+    Raises `PlanError` naming the GPU ("GPU 1: ...") for an unknown plan or a GPU too small for any.
+    """
+    import torch  # deferred: the door is imported by the API process and must not import torch
+
+    if not torch.cuda.is_available():
+        return []
+    plans = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        try:
+            plan = memory_plan(requested, int(props.total_memory), index)
+        except PlanError as exc:
+            raise PlanError(f"GPU {index}: {exc}") from None
+        plans.append(dataclasses.replace(plan, name=props.name))
+    return plans
+
+
+def describe_weights(spec: EngineSpec) -> EngineInfo:
+    """What `Engine.load(spec)` would load, without loading it: `--weights auto|tiny|PATH` resolved.
+
+    `auto` picks the real weights when a GPU and the weights directory are both present, else the
+    tiny model (built on first use, under a file lock) with a loud notice. Raises `WeightsError`
+    as `Engine.load` does (no weights there, files of mixed releases). `plan_summary` is None.
+    """
+    # deferred: locating weights imports torch (is a GPU visible?) and the tiny model's builder
+    from pipeline.weights.locate import resolve_weights
+
+    choice = resolve_weights(spec.weights, spec.data_dir, spec.device)
+    return EngineInfo(choice.path, choice.device, choice.smoke_test, choice.notice, choice.version_text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -183,6 +247,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "Capacity", "Engine", "EngineInfo", "EngineSpec", "OutOfMemory", "Progress", "RequestTooLarge", "Result",
-    "admit", "image_size",
+    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
+    "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
 ]

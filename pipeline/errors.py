@@ -26,6 +26,10 @@ class StartImageError(Refused):
     """The start image cannot be used; the message says why, in one sentence."""
 
 
+class PlanError(PipelineError, ValueError):
+    """An unknown memory plan name, or a GPU too small for any plan."""
+
+
 class OutOfMemory(PipelineError):
     """The device ran out of memory during a job; `phase` is where (load, stage1, stage2, decode, ...)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tiny import ensure_tiny_model
+from pipeline.weights.tiny import ensure_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def tiny_weights(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_weights: Path):
-    from pipeline.runtime import VideoGenerator
+    from pipeline.generation.runtime import VideoGenerator
 
     return VideoGenerator.from_directory(tiny_weights)
 

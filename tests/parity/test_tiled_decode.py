@@ -2,7 +2,7 @@
 
 Both sides decode the same random latent of the tiny official checkpoint in float32 on the CPU:
 the reference through its VideoDecoder (which de-normalizes internally), ours through the
-diffusers VAE behind `pipeline.video_decode.tiled_decode` (de-normalized first), and through the
+diffusers VAE behind `pipeline.generation.decode.tiled_decode` (de-normalized first), and through the
 runtime's `_video_frames`, as the MP4 gets them. The pixels agree bit for bit (measured: max
 |diff| 0, every uint8 equal), so the test asserts uint8 equality and float agreement <= 1e-5.
 """
@@ -14,7 +14,7 @@ import torch
 
 from comparisons import TILED_CASES as CASES
 from comparisons import Sides, abs_error, latent, load_sides, our_decode, reference_decode, relative_error
-from pipeline.video_decode import decode_groups, tiled_decode
+from pipeline.generation.decode import decode_groups, tiled_decode
 
 TOLERANCE = 1e-5
 

@@ -24,14 +24,14 @@ from ltx_reference import (
     build_reference_checkpoint,
     reference_ledger,
 )
-from pipeline.components import Components
-from pipeline.geometry import Geometry
-from pipeline.request import VideoRequest
-from pipeline.runtime import VideoGenerator, _Text, _Tracker
-from pipeline.schedule import unpack_audio
-from pipeline.single_file import load_single_file
-from pipeline.start_image import condition_pixels, prepare_start_frame
-from pipeline.video_decode import pixel_frames, tiled_decode
+from pipeline.generation.conditioning import condition_pixels, prepare_start_frame
+from pipeline.generation.decode import tiled_decode
+from pipeline.generation.runtime import VideoGenerator, _Text, _Tracker
+from pipeline.generation.schedule import unpack_audio
+from pipeline.geometry import Geometry, pixel_frames
+from pipeline.params import GenerationParams
+from pipeline.weights.loader import Components
+from pipeline.weights.single_file import load_single_file
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 PROMPT = "a tiny random model"
@@ -242,7 +242,7 @@ def compare_audio(sides: Sides, latent_frames: int = 26) -> dict[str, Pair]:
 
 def _variant(module: torch.nn.Module, name: str, overrides: dict[str, Any]) -> torch.nn.Module:
     """`module` rebuilt with config `overrides` and the same weights (for negative controls)."""
-    from pipeline.components import COMPONENT_CLASSES
+    from pipeline.weights.registry import COMPONENT_CLASSES
 
     variant = COMPONENT_CLASSES[name](**{**module.config, **overrides}).eval()
     variant.load_state_dict(module.state_dict())
@@ -396,7 +396,7 @@ def our_job(sides: Sides, image_path: Path, strength: float) -> JobResult:
     from pipeline.geometry import OUTPUT_SAMPLE_RATE
 
     prompt_text(sides)
-    request = VideoRequest(prompt=PROMPT, input_image="data:,", num_frames=JOB["num_frames"],
+    request = GenerationParams(prompt=PROMPT, num_frames=JOB["num_frames"],
                            resolution=f"{JOB['width']}x{JOB['height']}", frames_per_second=JOB["fps"],
                            image_strength=strength, seed=JOB["seed"])
     gen = sides.ours

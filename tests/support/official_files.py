@@ -1,7 +1,8 @@
 """Official-layout single-file checkpoints for tests and benches, and the process memory figures.
 
 `to_official` renames a diffusers tensor name to Lightricks' (the inverse of
-`pipeline.single_file.to_diffusers`, pinned by `tests/test_single_file.py` over every real name).
+`pipeline.weights.single_file.to_diffusers`, pinned over every real name by
+tests/integration/pipeline/test_single_file.py).
 `write_official` writes a component set (the tiny configs by default) under those names, straight
 from the shapes of the meta-device modules: no module is built, so a few hundred MB take seconds.
 `SCALED_CONFIGS` widens and deepens the tiny transformer until the checkpoint is large next to
@@ -17,10 +18,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pipeline.header_check import expected_shapes
-from pipeline.real_configs import meta_module
-from pipeline.single_file import SINGLE_FILE_COMPONENTS
-from pipeline.tiny import TINY_CONFIGS
+from pipeline.weights.inspect import expected_shapes
+from pipeline.weights.registry import meta_module
+from pipeline.weights.single_file import SINGLE_FILE_COMPONENTS
+from pipeline.weights.tiny import TINY_CONFIGS
 
 _INVERSE_T = [
     ("prompt_adaln", "prompt_adaln_single"), ("norm_k", "k_norm"), ("norm_q", "q_norm"),

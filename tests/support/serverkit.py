@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from pipeline.request import MODEL_ID
+from server.api.schemas import MODEL_ID
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_A, KEY_B = "key-alice-0123456789", "key-bob-9876543210"
@@ -137,8 +137,12 @@ class LiveServer:
     def start(self, wait_ready: bool = True, timeout: float = 90) -> LiveServer:
         self.log_path = self.data_dir / f"serve-{int(time.time() * 1000)}.log"
         inherited = {name: value for name, value in os.environ.items() if not name.startswith("LTX_")}
-        env = {**inherited, "LTX_TEST_MODE": "1", "PYTHONUNBUFFERED": "1", **self.env}
-        command = [sys.executable, "-m", "server.cli", "serve", "--weights", "tiny", "--data-dir",
+        # The workers run the real tiny engine wrapped by tests/support/faulty_engine.py (prompt markers).
+        support = str(REPO / "tests" / "support")
+        pythonpath = os.pathsep.join(p for p in (support, inherited.get("PYTHONPATH", "")) if p)
+        env = {**inherited, "LTX_ENGINE": "faulty_engine:load", "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1",
+               **self.env}
+        command = [sys.executable, "-m", "server.entrypoints.cli", "serve", "--weights", "tiny", "--data-dir",
                    str(self.data_dir), "--port", str(self.port), *self.args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -1,0 +1,312 @@
+"""Apply a memory plan (`pipeline.placement.plan`) to loaded components on a GPU.
+
+What each plan does to the modules:
+
+* `resident`: every component on the GPU in bf16.
+* `encoder-offload`: as resident, except Gemma's language model, which stays in pinned host
+  RAM and is copied to the GPU for each encoder call (`EncoderSwap`), then dropped again.
+* `fp8`: the transformer's weights are stored in `float8_e4m3fn` and upcast to bf16 layer by
+  layer for compute (diffusers' layerwise casting; norms and in/out projections stay bf16).
+  Gemma's 48 layers stay in pinned host RAM and visit the GPU one at a time (its embeddings
+  stay on the GPU). The copies are synchronous: encoding runs only on prompt-cache misses.
+* `offload`: transformer (block level) and connectors (leaf level) stream from pinned host
+  RAM on a side CUDA stream (diffusers group offloading, prefetching the next group while the
+  current one computes); Gemma as in `fp8`; the VAEs, vocoder and upsampler stay.
+
+Common to all: attention runs through PyTorch SDPA (flash / memory-efficient kernels);
+Gemma's `lm_head` is replaced by an identity (LTX reads hidden states, never logits: this
+skips a 1024 x 262k logits product and unties the 2 GB embedding, which would otherwise be
+dragged along by offloading); diffusers' VAE tiling is kept off (the runtime tiles the decode
+as the reference does); and the repeated transformer blocks can be compiled regionally (opt-in,
+once per worker).
+
+Nothing here is imported by the CPU path unless asked for; what can be exercised on a CPU is
+unit-tested (tests/integration/pipeline/test_execution.py), the rest follows the diffusers APIs as documented.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.hooks import apply_group_offloading
+
+from pipeline.geometry import Geometry
+from pipeline.placement import plan as memory_plan
+from pipeline.placement.plan import Estimate
+
+log = logging.getLogger(__name__)
+
+FP8_STORAGE = torch.float8_e4m3fn
+COMPUTE_DTYPE = torch.bfloat16
+_COMPILED_MARK = "_ltx_regionally_compiled"
+
+
+def gpu_total_memory(device: torch.device | str) -> int | None:
+    """Total memory of a CUDA device in bytes, or None for a CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(device).total_memory)
+
+
+def language_model(text_encoder: torch.nn.Module) -> torch.nn.Module:
+    """Gemma 3's text tower (`model.language_model`), the only part LTX runs."""
+    inner = getattr(text_encoder, "model", text_encoder)
+    return getattr(inner, "language_model", inner)
+
+
+class EncoderSwap:
+    """Keep weights in pinned host RAM; copy them to the GPU only while a module runs.
+
+    `hook` is the module whose forward triggers the swap, `weights` the modules whose tensors
+    move (they may differ: Gemma looks up its token embeddings before entering the text tower,
+    so the whole encoder call must be covered). diffusers' group offloading without a stream
+    copies weights *back* after every call (24 GB for Gemma), and its streamed mode wants the
+    blocks in a top-level ModuleList; here the host copy is kept, so the swap out is free (the
+    GPU tensors are just dropped). A few lines, so written here rather than bent from a hook.
+    """
+
+    def __init__(
+        self, hook: torch.nn.Module, weights: list[torch.nn.Module], device: torch.device | str, pin: bool = True
+    ):
+        self.device = torch.device(device)
+        self.calls = 0
+        self._host: list[tuple[torch.Tensor, torch.Tensor]] = []
+        seen: set[int] = set()
+        for module in weights:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                host = tensor.data.to("cpu")
+                if pin and torch.cuda.is_available():
+                    host = host.pin_memory()  # pinned: the copy in is asynchronous, at full PCIe speed
+                tensor.data = host
+                self._host.append((tensor, host))
+        self._handles = [
+            hook.register_forward_pre_hook(self._onload),
+            hook.register_forward_hook(self._offload),
+        ]
+
+    def _onload(self, module: torch.nn.Module, args: Any) -> None:
+        self.calls += 1
+        for tensor, host in self._host:
+            # copy=True: on a CPU "device" too, so the swap is observable in tests
+            tensor.data = host.to(self.device, non_blocking=True, copy=True)
+
+    def _offload(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        for tensor, host in self._host:
+            tensor.data = host  # the GPU copy is freed; the caching allocator reuses it
+
+    @property
+    def nbytes(self) -> int:
+        return sum(host.numel() * host.element_size() for _, host in self._host)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@dataclass
+class Execution:
+    """A plan applied to one worker's components, and the per-request decisions it makes."""
+
+    plan: str
+    device: torch.device
+    vram_bytes: int | None
+    compiled: bool = False
+    actions: list[str] = field(default_factory=list)
+    encoder_swaps: list[EncoderSwap] = field(default_factory=list)
+
+    @property
+    def encoder_onloads(self) -> int:
+        """How many times Gemma's weights were copied to the GPU (0 with a resident encoder)."""
+        return self.encoder_swaps[0].calls if self.encoder_swaps else 0
+
+    def check(self, geometry: Geometry) -> Estimate | None:
+        """Refuse (RequestTooLarge) before any work if the job cannot fit; None on a CPU."""
+        if self.vram_bytes is None:
+            return None
+        return memory_plan.check_request(self.plan, geometry, self.vram_bytes)
+
+    def prepare_decode(self, vae: torch.nn.Module, width: int, height: int) -> bool:
+        """Keep diffusers' own VAE tiling off; returns whether the runtime's tiling splits frames at this size.
+
+        The runtime decodes with the reference's tiles and blend (`pipeline.generation.decode`), which
+        bound memory at any size; that tiling alone decides the pixels. diffusers' tiling on top
+        would re-split and re-blend any tile larger than its own threshold its own way (at its
+        default 512 px it happens not to fire on tiles of at most 512 px, but that is luck, not
+        design), so it is switched off for every request.
+        """
+        vae.disable_tiling()
+        return memory_plan.needs_vae_tiling(width, height)
+
+    def summary(self) -> str:
+        if self.vram_bytes is None:
+            return f"execution on {self.device}: {', '.join(self.actions) or 'as loaded'}"
+        return memory_plan.summary(self.plan, self.vram_bytes) + "\n  applied: " + "; ".join(self.actions)
+
+
+def choose(device: torch.device | str, requested: str | None = None) -> tuple[str, int | None]:
+    """(plan, VRAM bytes): `--plan` if given, else the automatic choice for this device."""
+    vram = gpu_total_memory(device)
+    if vram is None:
+        return (memory_plan.spec(requested).name if requested not in (None, "", "auto") else "resident"), None
+    return memory_plan.resolve_plan(requested, vram), vram
+
+
+def _use_sdpa(name: str, module: torch.nn.Module, actions: list[str]) -> None:
+    if name == "text_encoder" and hasattr(module, "set_attn_implementation"):
+        module.set_attn_implementation("sdpa")
+    elif hasattr(module, "set_attention_backend") and name in ("transformer", "connectors"):
+        module.set_attention_backend("native")  # diffusers' dispatcher -> torch SDPA
+    else:
+        return
+    actions.append(f"{name}: SDPA attention")
+
+
+def _stream_offload(module: torch.nn.Module, device: torch.device, offload_type: str) -> None:
+    apply_group_offloading(
+        module,
+        onload_device=device,
+        offload_device=torch.device("cpu"),
+        offload_type=offload_type,
+        num_blocks_per_group=1 if offload_type == "block_level" else None,
+        use_stream=True,  # prefetch the next group on a side stream while this one computes
+        record_stream=True,  # lets the offload skip a full synchronisation
+        low_cpu_mem_usage=False,  # pinned host copies made once, up front: fastest transfers
+    )
+
+
+def place_component(
+    name: str, module: torch.nn.Module, plan: str, device: torch.device | str, actions: list[str] | None = None
+) -> torch.nn.Module:
+    """Put one freshly loaded (CPU, bf16) component where `plan` wants it; returns it."""
+    device = torch.device(device)
+    actions = [] if actions is None else actions
+    spec = memory_plan.spec(plan)
+    _use_sdpa(name, module, actions)
+    if name == "text_encoder":
+        if hasattr(module, "lm_head"):
+            module.lm_head = torch.nn.Identity()
+            actions.append("text_encoder: lm_head dropped (hidden states only)")
+        lm = language_model(module)
+        if spec.text_encoder == "gpu":
+            module.to(device)
+        elif spec.text_encoder == "swap":
+            # The vision tower stays on the host: LTX never feeds Gemma an image.
+            module._ltx_swaps = [EncoderSwap(module, [lm], device)]  # kept alive with the module
+            actions.append("text_encoder: host RAM, its text tower swapped onto the GPU per encode")
+        else:
+            # Layer by layer; embeddings and final norm stay on the GPU (they run outside the layers).
+            for part in (lm.embed_tokens, lm.norm, getattr(lm, "rotary_emb", None)):
+                if part is not None:
+                    part.to(device)
+            module._ltx_swaps = [EncoderSwap(layer, [layer], device) for layer in lm.layers]
+            actions.append("text_encoder: host RAM, streamed onto the GPU one layer at a time")
+        return module
+    if name == "transformer":
+        if spec.transformer == "fp8":
+            # Cast to fp8 on the host, then move: the bf16 copy never touches the GPU.
+            module.enable_layerwise_casting(storage_dtype=FP8_STORAGE, compute_dtype=COMPUTE_DTYPE)
+            module.to(device)
+            actions.append("transformer: fp8 storage, bf16 compute")
+        elif spec.transformer == "stream":
+            module.enable_group_offload(
+                onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=1, use_stream=True, record_stream=True, low_cpu_mem_usage=False,
+            )
+            actions.append("transformer: block-level group offload on a CUDA stream")
+        else:
+            module.to(device)
+        return module
+    if name == "connectors" and spec.connectors == "stream":
+        # Its big layers are two input projections outside any ModuleList: leaf level it is.
+        _stream_offload(module, device, "leaf_level")
+        actions.append("connectors: leaf-level group offload on a CUDA stream")
+        return module
+    return module.to(device)
+
+
+def load_device(name: str, plan: str, device: torch.device | str) -> torch.device:
+    """Where a loader should create `name`'s tensors so that `place_component` has nothing to copy.
+
+    The GPU for what the plan keeps there in bf16; the host for what it casts to fp8, swaps or
+    streams, since those steps start from host tensors (the fp8 cast, the pinned host copies).
+    """
+    device, host = torch.device(device), torch.device("cpu")
+    spec = memory_plan.spec(plan)
+    if name == "text_encoder":
+        return device if spec.text_encoder == "gpu" else host
+    if name == "transformer":
+        return device if spec.transformer == "bf16" else host
+    if name == "connectors":
+        return device if spec.connectors == "gpu" else host
+    return device
+
+
+class Placer:
+    """`place(name, module)` for a loader that places each component as it loads.
+
+    `device_for(name)` tells such a loader where to create the tensors in the first place, so
+    that a component bound for the GPU goes there tensor by tensor instead of being assembled
+    in host RAM first (`pipeline.weights.single_file.load_single_file` asks for it).
+    """
+
+    def __init__(self, plan: str, device: torch.device | str, actions: list[str]):
+        self.plan, self.device, self.actions = plan, torch.device(device), actions
+
+    def __call__(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        return place_component(name, module, self.plan, self.device, self.actions)
+
+    def device_for(self, name: str) -> torch.device:
+        return load_device(name, self.plan, self.device)
+
+
+def placer(plan: str, device: torch.device | str, actions: list[str]) -> Placer:
+    """A `place(name, module)` callback (with `device_for`) for a loader that places as it loads."""
+    return Placer(plan, device, actions)
+
+
+def compile_transformer(transformer: torch.nn.Module, **compile_kwargs: Any) -> bool:
+    """Regional torch.compile of the repeated transformer blocks, at most once per module.
+
+    Compiling the 48 identical blocks (one graph, reused) takes a fraction of whole-model
+    compilation (reported 20+ min for this transformer) for most of the speed-up.
+    """
+    if getattr(transformer, _COMPILED_MARK, False):
+        return False
+    transformer.compile_repeated_blocks(fullgraph=True, **compile_kwargs)
+    setattr(transformer, _COMPILED_MARK, True)
+    return True
+
+
+def apply_plan(
+    components: Any,
+    plan: str | None = None,
+    device: torch.device | str = "cuda",
+    compile_blocks: bool = False,
+    already_placed: bool = False,
+    actions: list[str] | None = None,
+) -> Execution:
+    """Apply `plan` (None/"auto": by measured VRAM) to `components` (a `Components`).
+
+    Components are expected loaded on the CPU in bf16, unless `already_placed` (the loader
+    used `placer`). Returns the `Execution` that checks requests and prepares the decode.
+    """
+    device = torch.device(device)
+    chosen, vram = choose(device, plan)
+    actions = [] if actions is None else actions
+    if not already_placed:
+        for name, module in components.modules().items():
+            placed = place_component(name, module, chosen, device, actions)
+            setattr(components, name, placed)
+    swaps = list(getattr(components.text_encoder, "_ltx_swaps", []))
+    execution = Execution(chosen, device, vram, actions=actions, encoder_swaps=swaps)
+    if compile_blocks:
+        execution.compiled = compile_transformer(components.transformer)
+        actions.append("transformer: repeated blocks compiled (regional torch.compile)")
+    return execution

@@ -1,0 +1,92 @@
+"""What every route needs: the app's services, the caller's owner id, the body (size-capped), URLs.
+
+`create_app` puts one `Services` on `app.state.services`; routes take it with `Depends(services)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+
+from server.api.errors import APIError
+from server.api.events import EventHub
+from server.api.metrics import Metrics
+from server.api.services.janitor import Janitor
+from server.core.auth import LOCAL_OWNER, KeyRing, is_loopback
+from server.core.config import ServerConfig
+from server.core.signing import URLSigner
+from server.queue import SUCCEEDED, Job, JobStore
+
+
+@dataclass
+class Services:
+    """One API process's collaborators."""
+
+    config: ServerConfig
+    store: JobStore
+    keys: KeyRing
+    signer: URLSigner
+    hub: EventHub
+    metrics: Metrics
+    janitor: Janitor
+
+    @property
+    def max_body(self) -> int:
+        # A body holds at most one data: URI image (base64: 4/3 of its size) plus the parameters.
+        return self.config.fetch_max_bytes * 4 // 3 + 2**20
+
+    def base_url(self, request: Request) -> str:
+        return (self.config.public_url or str(request.base_url)).rstrip("/")
+
+    def signed_result_url(self, base: str, job_id: str) -> str:
+        return f"{base}/api/results/{job_id}.mp4?{self.signer.query(job_id)}"
+
+    def result_url(self, request: Request, job: Job) -> str | None:
+        """The signed URL of a job's MP4, or None while there is none."""
+        if job.status != SUCCEEDED or not job.result_path or job.result_deleted_at:
+            return None
+        return self.signed_result_url(self.base_url(request), job.id)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def current_owner(request: Request, svc: Services = Depends(services)) -> str:  # noqa: B008 (FastAPI idiom)
+    """The caller's owner id: from its API key, or `local` for loopback clients when no keys are set."""
+    if svc.keys.enabled:
+        owner = svc.keys.owner_for(request.headers.get("authorization"))
+        if owner is None:
+            raise APIError(401, "unauthenticated", "Missing or invalid API key.")
+        return owner
+    client = request.client.host if request.client else None
+    if not svc.config.insecure and not is_loopback(client):
+        raise APIError(401, "unauthenticated",
+                       "No API keys are configured, so this server only answers loopback clients.")
+    return LOCAL_OWNER
+
+
+async def read_json(request: Request, max_body: int) -> Any:
+    """The body as JSON, refused (400) past `max_body` bytes before it is all read."""
+    too_large = f"The request body is larger than {max_body // 2**20} MiB."
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body:
+        raise APIError(400, "invalid_params", too_large)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            raise APIError(400, "invalid_params", too_large)
+    try:
+        return json.loads(bytes(body) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, "invalid_params", f"The request body is not valid JSON ({exc}).") from None
+
+
+def body_doc(model: type) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body by hand (so the size cap applies first)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema()}}}}

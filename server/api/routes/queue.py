@@ -1,0 +1,80 @@
+"""`/api/ai/queue`: enqueue, read, list and cancel generations."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from server.api.deps import Services, body_doc, current_owner, read_json, services
+from server.api.errors import APIError
+from server.api.schemas import QueueBody, generation_row
+from server.api.services.accept import accept
+from server.queue import ACTIVE, STATUSES
+
+router = APIRouter(tags=["queue"])
+
+
+@router.post("/api/ai/queue", status_code=200, openapi_extra=body_doc(QueueBody))
+async def enqueue(request: Request, owner: str = Depends(current_owner),
+                  svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+    """Enqueue 1-4 generations; the jobs are durable before this answers."""
+    data = await read_json(request, svc.max_body)
+    _body, created = await anyio.to_thread.run_sync(accept, svc.config, svc.store, QueueBody, data, owner,
+                                                    "num_generations")
+    svc.metrics.enqueued.labels("queue").inc(len(created))
+    return JSONResponse({"generations": [{"generation_id": j.id, "status": j.status} for j in created]})
+
+
+@router.get("/api/ai/queue/{generation_id}")
+def get_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
+                   svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+    """One generation, in any state (records persist)."""
+    job = svc.store.get(generation_id, owner=owner)
+    if job is None:
+        raise APIError(404, "resource_not_found")
+    return JSONResponse(generation_row(job, svc.result_url(request, job)))
+
+
+@router.get("/api/ai/queue")
+def list_generations(
+    request: Request,
+    model: str | None = None,
+    status: str | None = None,
+    media_type: str | None = None,
+    namespace: str | None = None,
+    repo: str | None = None,
+    folder: str | None = None,
+    owner: str = Depends(current_owner),  # noqa: B008
+    svc: Services = Depends(services),  # noqa: B008
+) -> JSONResponse:
+    """The caller's generations; without `status`, only queued and processing ones.
+
+    `namespace`, `repo` and `folder` name Oxen repositories, which this server does not
+    have; they are accepted and do not filter.
+    """
+    found = svc.store.list(owner=owner, statuses=parse_statuses(status), model=model, media_type=media_type)
+    return JSONResponse({"count": len(found),
+                         "generations": [generation_row(job, svc.result_url(request, job)) for job in found]})
+
+
+def parse_statuses(status: str | None) -> tuple[str, ...] | None:
+    """`?status=a,b` -> the statuses to list (None: all; default: the active ones)."""
+    if not status:
+        return ACTIVE
+    wanted = tuple(s.strip() for s in status.split(",") if s.strip())
+    if "all" in wanted:
+        return None
+    unknown = [s for s in wanted if s not in STATUSES]
+    if unknown:
+        raise APIError(400, "invalid_params", f"status must be one of {', '.join(STATUSES)} (got {', '.join(unknown)})")
+    return wanted
+
+
+@router.delete("/api/ai/queue/{generation_id}")
+def cancel_generation(generation_id: str, owner: str = Depends(current_owner),
+                      svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+    """Cancel: a queued job at once, a processing one within one denoising step."""
+    if svc.store.cancel(generation_id, owner=owner) is None:
+        raise APIError(404, "resource_not_found")
+    return JSONResponse({"status": "success", "generation_id": generation_id})

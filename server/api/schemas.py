@@ -1,0 +1,187 @@
+"""HTTP bodies and responses of the Oxen contract, built on the model's `GenerationParams`.
+
+`VideoRequest` is the Oxen model's request: `GenerationParams` plus the start image's URL and
+Oxen's defaults. The two request bodies extend it (so the same pydantic model validates and its
+JSON Schema is what `/api/ai/models/{id}` publishes); responses are shaped here from store rows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.params import FieldError, GenerationParams, RequestError, describe_errors
+from server.queue import Job
+
+MODEL_ID = "ltx-2-3-quality-image-to-video"
+
+# The seed page's default negative prompt, verbatim (it has no effect at guidance 1, but it is
+# part of the contract and is echoed back to clients).
+DEFAULT_NEGATIVE_PROMPT = (
+    "color distortion, overexposure, static, blurry details, subtitles, style, artwork, painting, "
+    "frame, still, dim overall tone, worst quality, low quality, JPEG compression artifacts, ugly, "
+    "mutilated, extra fingers, poorly drawn hands, poorly drawn face, deformed, disfigured, "
+    "malformed limbs, fused fingers, motionless frame, cluttered background, three legs, "
+    "crowded background, walking backwards"
+)
+
+
+class VideoRequest(GenerationParams):
+    """The parameters of `ltx-2-3-quality-image-to-video`, with the contract's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_image: Annotated[
+        str,
+        Field(
+            description="URL of the start image (http, https or a data: URI).",
+            json_schema_extra={"format": "uri", "x-order": 1},
+        ),
+    ]
+    negative_prompt: Annotated[
+        str, Field(description="What to steer away from.", json_schema_extra={"x-order": 8})
+    ] = DEFAULT_NEGATIVE_PROMPT
+
+    @field_validator("input_image")
+    @classmethod
+    def _image_is_uri(cls, value: str) -> str:
+        lowered = value[:16].lower()
+        if not lowered.startswith(("http://", "https://", "data:", "file:")):
+            raise ValueError("must be an http(s) URL or a data: URI")
+        return value
+
+
+def parse_request(data: dict[str, Any]) -> VideoRequest:
+    """Validate a plain dict into a `VideoRequest`, raising `RequestError` with readable messages."""
+    try:
+        return VideoRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestError(describe_errors(exc)) from None
+
+
+NUM_GENERATIONS_ERROR = "num_generations must be an integer between 1 and 4"
+REQUEST_FIELDS = tuple(VideoRequest.model_fields)
+
+
+class SyncGenerateBody(VideoRequest):
+    """`POST /api/ai/videos/generate`: the model, its parameters and the response format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, Field(description="Model id.")]
+    response_format: Annotated[
+        Literal["url", "b64_json"], Field(description="url (a temporary link) or b64_json (the MP4 inline).")
+    ] = "url"
+
+
+class QueueBody(VideoRequest):
+    """`POST /api/ai/queue`: the model, its parameters and how many copies to run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, Field(description="Model id.")]
+    num_generations: Annotated[int, Field(ge=1, le=4, description="Copies of the same request, 1-4.")] = 1
+
+
+def video_request(body: VideoRequest) -> VideoRequest:
+    """The model's ten parameters out of a body model."""
+    return VideoRequest.model_validate(body.model_dump(include=set(REQUEST_FIELDS)))
+
+
+def parse_body(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate a body; `RequestError` lists each field with a sentence."""
+    if not isinstance(data, dict):
+        raise RequestError([FieldError("body", "must be a JSON object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for error in describe_errors(exc):
+            if error.field == "num_generations":
+                error = FieldError("num_generations", NUM_GENERATIONS_ERROR)
+            errors.append(error)
+        raise RequestError(errors) from None
+
+
+def describe_request_error(exc: RequestError) -> str:
+    """The envelope's `detail`: `num_generations` keeps Oxen's exact sentence."""
+    parts = [error.message if error.message == NUM_GENERATIONS_ERROR else str(error) for error in exc.errors]
+    return "; ".join(parts)
+
+
+def request_schema() -> dict[str, Any]:
+    """The model's request schema as published under both `request_schema` and `json_request_schema`.
+
+    Properties in the contract's order (`x-order`): the Oxen fields sit between the model's own.
+    """
+    schema = VideoRequest.model_json_schema()
+    ordered = sorted(schema["properties"].items(), key=lambda item: item[1].get("x-order", len(schema["properties"])))
+    return {**schema, "properties": dict(ordered)}
+
+
+def echo_input_image(value: str) -> str:
+    """Parameters are echoed, but a multi-megabyte data: URI is shortened to its header."""
+    if value[:5].lower() == "data:":
+        header = value.split(",", 1)[0]
+        return f"{header},<{len(value)} characters omitted>"
+    return value
+
+
+def generation_row(job: Job, result_url: str | None) -> dict[str, Any]:
+    """A job as `GET /api/ai/queue/{id}` returns it: contract fields, echoed parameters, extensions."""
+    params = dict(job.params)
+    params["input_image"] = echo_input_image(params.get("input_image", ""))
+    row: dict[str, Any] = {
+        "generation_id": job.id,
+        "model_name": job.model,
+        "model": job.model,
+        "media_type": job.media_type,
+        "status": job.status,
+        "result_url": result_url,
+        "error_message": None if job.status == "succeeded" and not job.result_deleted_at else job.error_message,
+        "enqueued_at": int(job.enqueued_at),
+        "started_at": int(job.started_at) if job.started_at else None,
+        "completed_at": int(job.completed_at) if job.completed_at else None,
+    }
+    if job.status in ("queued", "processing"):
+        row["error_message"] = None
+    row.update(params)
+    # Extensions.
+    row["progress"] = round(job.progress, 4)
+    row["stage"] = job.stage
+    row["attempts"] = job.attempts
+    if job.result_deleted_at:
+        row["result_deleted_at"] = int(job.result_deleted_at)
+    if job.info:
+        row["output"] = job.info
+    return row
+
+
+MODEL_CREATED = 1772323200  # 2026-03-01, LTX-2.3's release month; a fixed value as in Oxen's list
+
+
+def model_object(notice: str | None) -> dict[str, Any]:
+    """The `/api/ai/models` entry for the one model this server runs."""
+    description = (
+        "LTX-2.3 (Lightricks) distilled image-to-video with synchronized audio, served locally: "
+        "animates a start image guided by a prompt, up to 481 frames at 1-60 fps."
+    )
+    schema = request_schema()
+    obj: dict[str, Any] = {
+        "id": MODEL_ID,
+        "object": "model",
+        "created": MODEL_CREATED,
+        "owned_by": "lightricks",
+        "display_name": "LTX 2.3 Quality: Image to Video",
+        "description": f"{notice} {description}" if notice else description,
+        "model_type": "image_to_video",
+        "endpoint": "/videos/generate",
+        "capabilities": {"input": ["text", "image"], "output": ["video", "audio"]},
+        "request_schema": schema,
+        "json_request_schema": schema,
+        "smoke_test": bool(notice),  # extension: true when the tiny (noise) model is loaded
+    }
+    if notice:
+        obj["notice"] = notice
+    return obj

@@ -1,0 +1,69 @@
+"""Accepting a job: validate -> fetch the start image -> admit (GPU capacity) -> choose seeds -> enqueue.
+
+Runs in a worker thread of the API process (it blocks on the image download and the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from pipeline.engine import Capacity, admit, image_size
+from pipeline.errors import Refused
+from pipeline.params import SEED_RANGE, RequestError
+from server.api.errors import APIError, model_not_found
+from server.api.schemas import (
+    MODEL_ID,
+    VideoRequest,
+    describe_request_error,
+    echo_input_image,
+    parse_body,
+    video_request,
+)
+from server.core.config import ServerConfig
+from server.core.image_fetch import ImageFetchError, fetch_image_bytes
+from server.queue import Job, JobStore, NewJob
+
+
+def check_model(data: Any) -> None:
+    """An unknown `model` is 404 with Oxen's own body, before any other validation."""
+    if isinstance(data, dict) and isinstance(data.get("model"), str) and data["model"] != MODEL_ID:
+        raise APIError(404, "resource_not_found", body=model_not_found(data["model"]))
+
+
+def refuse_if_too_large(request: VideoRequest, image: bytes, capacity: Capacity | None) -> None:
+    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable."""
+    try:
+        admit(request, image_size(image), capacity)  # orientation applied: `auto` sizes follow the upright image
+    except Refused as exc:
+        raise APIError(400, "invalid_params", str(exc)) from None
+
+
+def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, owner: str,
+           copies_field: str | None) -> tuple[Any, list[Job]]:
+    """Validate, fetch the image, admit, pick the seeds, and enqueue durably; returns (body, jobs)."""
+    check_model(data)
+    try:
+        body = parse_body(body_model, data)
+    except RequestError as exc:
+        raise APIError(400, "invalid_params", describe_request_error(exc)) from None
+    request = video_request(body)
+    try:
+        image = fetch_image_bytes(request.input_image, allow_private=config.allow_private_urls,
+                                  timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
+    except ImageFetchError as exc:
+        raise APIError(400, "invalid_params", str(exc)) from None
+    if config.gpu_capacity is not None:
+        refuse_if_too_large(request, image, Capacity(*config.gpu_capacity))
+    digest = hashlib.sha256(image).hexdigest()
+    copies = getattr(body, copies_field) if copies_field else 1
+    new_jobs = []
+    for _ in range(copies):
+        params = request.model_dump()
+        # The bytes are stored once beside the jobs; the record keeps a data: URI's header only.
+        params["input_image"] = echo_input_image(params["input_image"])
+        if params["seed"] is None:  # chosen now, so a retried job reproduces the same video
+            params["seed"] = secrets.randbelow(SEED_RANGE)
+        new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
+    return body, store.enqueue(new_jobs, image)

@@ -1,0 +1,157 @@
+"""Server settings: one dataclass, filled from `ltx-server serve` flags and `LTX_*` variables.
+
+Each option has exactly one flag and one environment variable (`OPTIONS` below drives both the
+argument parser and the README's configuration table); a flag wins over its variable, the
+variable over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.core.paths import DataPaths
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its variable, its type and default, and a sentence of help."""
+
+    name: str
+    flag: str
+    env: str
+    default: Any
+    help: str
+    kind: type = str
+    is_flag: bool = False  # a boolean switch
+
+    def parse(self, raw: str) -> Any:
+        if self.is_flag:
+            return raw.strip().lower() in TRUE_WORDS
+        return self.kind(raw)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "--host", "LTX_HOST", "127.0.0.1", "Address to listen on."),
+    Option("port", "--port", "LTX_PORT", 8000, "Port to listen on.", int),
+    Option("data_dir", "--data-dir", "LTX_DATA_DIR", "data",
+           "Directory for the job database, results, secrets and the tiny model's cache."),
+    Option("weights", "--weights", "LTX_WEIGHTS", "auto",
+           "auto (real weights on a GPU if present, else the tiny model), tiny, or a weights directory."),
+    Option("store", "--store", "LTX_STORE", "",
+           "SQLAlchemy URL of the job store (default: SQLite at <data-dir>/jobs.sqlite3; "
+           "postgresql+psycopg://... also works)."),
+    Option("workers", "--workers", "LTX_WORKERS", 0,
+           "Worker processes to start (default: one per visible GPU, one CPU worker without a GPU; "
+           "0 = that default).", int),
+    Option("public_url", "--public-url", "LTX_PUBLIC_URL", "",
+           "Base URL clients reach this server at, used in result URLs (default: from the request)."),
+    Option("api_keys_file", "--api-keys-file", "LTX_API_KEYS_FILE", "",
+           "File with one API key per line (optionally `name:key`); `#` comments allowed."),
+    Option("api_keys", "--api-keys", "LTX_API_KEYS", "",
+           "Comma-separated API keys (optionally `name:key`). Prefer the file for secrets."),
+    Option("allow_private_urls", "--allow-private-urls", "LTX_ALLOW_PRIVATE_URLS", False,
+           "Let input_image URLs point at private, loopback and link-local addresses.", is_flag=True),
+    Option("insecure", "--insecure", "LTX_INSECURE", False,
+           "Allow listening on a non-loopback address with no API keys configured.", is_flag=True),
+    Option("result_url_ttl", "--result-url-ttl", "LTX_RESULT_URL_TTL", 86400.0,
+           "Seconds a signed result URL stays valid.", float),
+    Option("retention_hours", "--retention-hours", "LTX_RETENTION_HOURS", 0.0,
+           "Delete result files this many hours after completion (records stay); 0 keeps them.", float),
+    Option("lease_seconds", "--lease-seconds", "LTX_LEASE_SECONDS", 60.0,
+           "A processing job whose worker sent no heartbeat for this long is retried (once).", float),
+    Option("events_grace_seconds", "--events-grace-seconds", "LTX_EVENTS_GRACE_SECONDS", 120.0,
+           "A new /api/events subscriber first receives its completions from this many seconds back.",
+           float),
+    Option("keepalive_seconds", "--keepalive-seconds", "LTX_KEEPALIVE_SECONDS", 15.0,
+           "Seconds between `: keep-alive` comments on an idle event stream.", float),
+    Option("fetch_timeout", "--fetch-timeout", "LTX_FETCH_TIMEOUT", 20.0,
+           "Seconds allowed to download an input_image.", float),
+    Option("fetch_max_bytes", "--fetch-max-bytes", "LTX_FETCH_MAX_BYTES", 25 * 2**20,
+           "Largest input_image accepted, in bytes.", int),
+    Option("plan", "--plan", "LTX_PLAN", "auto",
+           "GPU memory plan: auto (by the card's memory), resident, encoder-offload, fp8 or offload."),
+    Option("compile", "--compile", "LTX_COMPILE", False,
+           "Compile the transformer's repeated blocks once per worker (slower first job, faster after).",
+           is_flag=True),
+    Option("engine", "--engine", "LTX_ENGINE", "",
+           "Engine factory MODULE:FUNCTION, called with the EngineSpec instead of pipeline.engine.Engine.load "
+           "(an extension point: wrap or replace the model; it must be importable by the workers)."),
+    Option("log_level", "--log-level", "LTX_LOG_LEVEL", "info", "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `serve`, the app, the supervisor and the workers need to know."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path("data").resolve())
+    weights: str = "auto"
+    store: str = ""
+    workers: int = 0
+    public_url: str = ""
+    api_keys_file: str = ""
+    api_keys: str = ""
+    allow_private_urls: bool = False
+    insecure: bool = False
+    result_url_ttl: float = 86400.0
+    retention_hours: float = 0.0
+    lease_seconds: float = 60.0
+    events_grace_seconds: float = 120.0
+    keepalive_seconds: float = 15.0
+    fetch_timeout: float = 20.0
+    fetch_max_bytes: int = 25 * 2**20
+    plan: str = "auto"
+    compile: bool = False
+    engine: str = ""
+    log_level: str = "info"
+    weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
+    # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
+    # weights: requests that cannot fit are refused with 400 before they are queued.
+    gpu_capacity: tuple[str, int] | None = None
+
+    @property
+    def paths(self) -> DataPaths:
+        """The data directory's layout."""
+        return DataPaths(self.data_dir)
+
+    @property
+    def store_url(self) -> str:
+        """The job store URL (SQLite under the data directory unless `--store` says otherwise)."""
+        return self.store or self.paths.default_store_url
+
+
+def add_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add the flags for `OPTIONS` (or the named subset); defaults are resolved in `from_args`."""
+    for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
+        help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
+        if option.is_flag:
+            parser.add_argument(option.flag, dest=option.name, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(option.flag, dest=option.name, type=option.kind, default=None, help=help_text)
+
+
+def from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerConfig:
+    """Flags, then `LTX_*` variables, then defaults."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = getattr(args, option.name, None)
+        if given is not None:
+            values[option.name] = given
+        elif option.env in environ and environ[option.env] != "":
+            values[option.name] = option.parse(environ[option.env])
+        else:
+            values[option.name] = option.default
+    values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
+    return ServerConfig(**values)
+

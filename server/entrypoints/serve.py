@@ -1,0 +1,133 @@
+"""`ltx-server serve`: the API plus its worker processes, under one supervisor.
+
+The API runs in this process (uvicorn) and never imports torch: the weights and the GPUs are
+probed in a short child process (`server.entrypoints.probe`), the tiny model is built by its
+worker, and generation runs only in the worker processes the supervisor starts: one per visible
+GPU, or one CPU worker for the tiny model. The janitor (recovery, retention) runs in the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from server.api.main import create_app
+from server.api.services.janitor import Janitor
+from server.core.auth import KeyConfigError, KeyRing, is_loopback
+from server.core.config import ServerConfig, add_options, from_args
+from server.core.errors import CommandError
+from server.entrypoints.logs import configure_logging
+from server.entrypoints.probe import run_probe
+from server.queue import JobStore
+from server.worker.supervisor import Supervisor
+
+log = logging.getLogger("ltx_server.serve")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `serve` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the Oxen-compatible API server with its GPU workers",
+        description="Serve the Oxen inference API for ltx-2-3-quality-image-to-video. Every option "
+        "can also be set with the LTX_* environment variable shown in its help.",
+    )
+    add_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def check_exposure(config: ServerConfig, keys: KeyRing) -> str | None:
+    """Refuse a non-loopback address without keys unless --insecure; returns a notice to log."""
+    if keys.enabled:
+        return None
+    if not is_loopback(config.host):
+        if not config.insecure:
+            raise CommandError(
+                f"refusing to listen on {config.host} with no API keys configured; set --api-keys-file "
+                "or LTX_API_KEYS, listen on 127.0.0.1, or pass --insecure to serve everyone without keys"
+            )
+        return (f"WARNING: no API keys configured and --insecure: anyone who can reach {config.host} "
+                "may use this server.")
+    return "No API keys configured: accepting requests from loopback clients only."
+
+
+def worker_command(config: ServerConfig) -> list[str]:
+    """The `ltx-server worker` command line of this server's workers (the supervisor adds --worker-id)."""
+    command = [
+        sys.executable, "-m", "server.entrypoints.cli", "worker",
+        "--store", config.store_url, "--data-dir", str(config.data_dir), "--weights", config.weights,
+        "--lease-seconds", str(config.lease_seconds), "--log-level", config.log_level, "--plan", config.plan,
+    ]
+    if config.compile:
+        command.append("--compile")
+    if config.engine:
+        command += ["--engine", config.engine]
+    return command
+
+
+def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
+    """Probe the weights and GPUs (in a child): the GPU ids to use, the notice and the admission capacity."""
+    if config.weights == "tiny":  # CPU-style scheduling, nothing to probe: its worker builds the model
+        return config, []
+    found = run_probe(config.weights, config.data_dir, config.plan)
+    if not found["ok"]:
+        raise CommandError(found["error"])
+    if found["notice"]:
+        banner = "!" * 78
+        log.warning("%s\n%s\n%s", banner, found["notice"], banner)
+    log.info("weights: %s (%s)", found["path"], found["version_text"])
+    for gpu in found["gpus"]:
+        log.info("GPU %d: %s", gpu["index"], gpu["summary"])
+    capacity = None
+    if found["gpus"]:  # requests must fit the smallest GPU they may land on
+        smallest = min(found["gpus"], key=lambda gpu: gpu["vram_bytes"])
+        capacity = (smallest["plan"], smallest["vram_bytes"])
+    config = dataclasses.replace(config, weights_notice=found["notice"], gpu_capacity=capacity)
+    return config, [gpu["index"] for gpu in found["gpus"]]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the workers, then serve HTTP until interrupted; stop the workers on the way out."""
+    config = from_args(args)
+    configure_logging(config.log_level)
+    try:
+        keys = KeyRing.load(config.api_keys_file, config.api_keys)
+    except KeyConfigError as exc:
+        raise CommandError(str(exc)) from None
+    notice = check_exposure(config, keys)
+    if notice:
+        log.warning("%s", notice)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config, gpu_ids = plan_workers(config)
+    store = JobStore(config.store_url)
+    janitor = Janitor.from_config(config, store)
+    supervisor = Supervisor(worker_command(config), config.workers or max(1, len(gpu_ids)), gpu_ids,
+                            on_exit=janitor.worker_died)
+    supervisor.start()
+    app = create_app(config, store=store, keys=keys, janitor=janitor)
+    log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,
+             len(supervisor.slots), _redact(config.store_url))
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that
+    # would kill this process before the workers are stopped, so make it a no-op here.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
+                    timeout_graceful_shutdown=5)
+    finally:
+        supervisor.stop()
+        store.close()
+    return 0
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<store>"

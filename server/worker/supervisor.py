@@ -1,0 +1,137 @@
+"""Starts the worker processes of `ltx-server serve`, watches them and restarts any that die.
+
+Each worker is a separate OS process (`ltx-server worker`), so a crash or an out-of-memory kill
+in one cannot take the API down. When a worker dies, the supervisor reports it through
+`on_exit(worker_id, reason)` (`serve` wires that to the janitor, which recovers the job at once:
+retried once, then failed with a message saying so) rather than waiting for its lease to run out;
+workers get SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG), so an abrupt end of
+`serve` returns their jobs to the queue too. The supervisor itself never touches the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("ltx_server.supervisor")
+
+RESTART_BACKOFF_MAX = 30.0
+STOP_GRACE_SECONDS = 20.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # Not Linux: no prctl, but the lease still recovers the jobs of an orphaned worker.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class WorkerSlot:
+    """One worker position (e.g. one GPU) and the process currently filling it."""
+
+    index: int
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    worker_id: str = ""
+    restarts: int = 0
+    started_at: float = 0.0
+    backoff: float = 0.25  # doubled before use: 0.5 s, 1 s, 2 s ... while it keeps dying young
+    next_start: float = 0.0
+    history: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Keeps `count` processes of `command` running (each gets `--worker-id <id>` appended)."""
+
+    def __init__(
+        self,
+        command: list[str],
+        count: int,
+        gpu_ids: list[int] | None = None,
+        on_exit: Callable[[str, str], object] | None = None,
+    ):
+        self.command = list(command)
+        self.on_exit = on_exit
+        self.slots = []
+        for index in range(count):
+            env = dict(os.environ)
+            if gpu_ids:  # one GPU per worker
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu_ids[index % len(gpu_ids)])
+            self.slots.append(WorkerSlot(index, env))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start every worker and the watcher thread."""
+        for slot in self.slots:
+            self._spawn(slot)
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _command(self, slot: WorkerSlot) -> list[str]:
+        return [*self.command, "--worker-id", slot.worker_id]
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        slot.worker_id = f"{socket.gethostname()}-w{slot.index}-{secrets.token_hex(3)}"
+        slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=_die_with_parent)
+        slot.started_at = time.monotonic()
+        log.info("worker %d started: pid %d, id %s", slot.index, slot.process.pid, slot.worker_id)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for slot in self.slots:
+                self._check(slot)
+
+    def _check(self, slot: WorkerSlot) -> None:
+        process = slot.process
+        if process is None:
+            if time.monotonic() >= slot.next_start and not self._stop.is_set():
+                self._spawn(slot)
+            return
+        code = process.poll()
+        if code is None or self._stop.is_set():
+            return
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        reason = f"its worker process died ({how})"
+        if self.on_exit is not None:
+            try:
+                self.on_exit(slot.worker_id, reason)
+            except Exception:  # the store may be briefly unreachable; the lease still recovers the job
+                log.exception("reporting the exit of worker %s failed", slot.worker_id)
+        # Back off when a worker dies soon after starting (e.g. broken weights), reset otherwise.
+        lived = time.monotonic() - slot.started_at
+        slot.backoff = 0.5 if lived > 60 else min(RESTART_BACKOFF_MAX, slot.backoff * 2)
+        slot.restarts += 1
+        slot.history.append(code)
+        slot.process = None
+        slot.next_start = time.monotonic() + slot.backoff
+        log.error("worker %d (pid %d) %s; restarting in %.1f s", slot.index, process.pid, how,
+                  slot.next_start - time.monotonic())
+
+    def stop(self, timeout: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM every worker (each returns its job to the queue), then SIGKILL stragglers."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        running = [slot.process for slot in self.slots if slot.process and slot.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait()

@@ -1,0 +1,226 @@
+"""A worker: one Engine resident in memory, claiming jobs from the store and running them.
+
+The Engine is injected (`Worker(store, engine)` with an `Engine`, or a factory called by `load`),
+so anything with the door's `generate`/`info` can serve jobs: the real model, the tiny model, or
+a wrapper (see `ltx-server worker --engine MODULE:FACTORY`).
+
+Per job, a reporter thread extends the job's lease and records progress (so the janitor can
+tell a live worker from a dead one), and the cancel check the engine polls before every
+denoising step reads the store at most every `CANCEL_CHECK_INTERVAL` seconds. Results are
+written under `<data dir>/results/<owner digest>/<id>.mp4` by the engine's atomic writer, so a
+half-written file is never visible under its final name. Workers do not recover other workers'
+jobs: that is the janitor's (`server.api.services.janitor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pipeline.engine import Engine, Progress
+from pipeline.errors import Cancelled, OutOfMemory, Refused
+from server.api.schemas import VideoRequest
+from server.core.paths import DataPaths
+from server.queue import Job, JobStore
+
+log = logging.getLogger("ltx_server.worker")
+
+CANCEL_CHECK_INTERVAL = 0.2  # seconds between store reads in the per-step cancel check
+IDLE_POLL_INTERVAL = 0.25
+PROGRESS_EVENT_INTERVAL = 1.0  # at most one progress event per job per second
+LIVENESS_INTERVAL = 2.0  # the API counts a worker as ready while its row is fresher than 5x this
+
+EngineFactory = Callable[[], Engine]
+
+
+def new_worker_id() -> str:
+    """host-pid-random: unique per process and readable in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class _JobState:
+    job: Job
+    progress: float = 0.0
+    stage: str = "prepare"
+    lost: bool = False  # cancelled, or no longer ours
+
+
+class Worker:
+    """One engine serving jobs from the store until told to stop."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        engine: Engine | EngineFactory,
+        data_dir: Path,
+        lease_seconds: float = 60.0,
+        worker_id: str | None = None,
+        device_hint: str | None = None,
+    ):
+        self.store = store
+        # An object with `generate` is an engine already; anything else is a factory for `load` to call.
+        self.engine: Engine | None = engine if hasattr(engine, "generate") else None  # type: ignore[assignment]
+        self._factory: EngineFactory | None = None if self.engine is not None else engine  # type: ignore[assignment]
+        self.paths = DataPaths(data_dir)
+        self.lease_seconds = lease_seconds
+        self.worker_id = worker_id or new_worker_id()
+        self.device_hint = device_hint
+        self.stop_event = threading.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Build the engine (when given a factory); announce readiness in the store."""
+        if self.engine is None:
+            self.store.register_worker(self.worker_id, self.device_hint or "?", os.getpid(), False, False, None)
+            started = time.perf_counter()
+            self.engine = self._factory()  # type: ignore[misc]
+            info = self.engine.info
+            if info.notice:
+                log.warning("%s", "!" * 78)
+                log.warning("%s", info.notice)
+                log.warning("%s", "!" * 78)
+            log.info("worker %s: model loaded from %s (%s) on %s in %.1f s", self.worker_id, info.path,
+                     info.version_text, info.device, time.perf_counter() - started)
+            if info.plan_summary:
+                log.info("worker %s: %s", self.worker_id, info.plan_summary)
+        info = self.engine.info
+        self.store.register_worker(self.worker_id, info.device, os.getpid(), True, info.smoke_test, info.notice)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: stop within one step, give the current job back to the queue, exit."""
+        def _stop(signum: int, _frame: Any) -> None:
+            log.info("worker %s: signal %d, stopping", self.worker_id, signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def _keep_alive(self) -> None:
+        """Refresh this worker's row every LIVENESS_INTERVAL, busy or idle (readiness reads it)."""
+        while not self.stop_event.wait(LIVENESS_INTERVAL):
+            try:
+                self.store.worker_seen(self.worker_id)
+            except Exception:
+                log.exception("liveness update failed; retrying")
+
+    def run_forever(self) -> None:
+        """Claim and run jobs until `stop_event` is set; deregister on the way out."""
+        if self.engine is None:
+            self.load()
+        threading.Thread(target=self._keep_alive, name="liveness", daemon=True).start()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    job = self.store.claim_next(self.worker_id, self.lease_seconds)
+                except Exception:  # the store is briefly unreachable: keep the model loaded and retry
+                    log.exception("store unavailable; retrying in 2 s")
+                    self.stop_event.wait(2.0)
+                    continue
+                if job is None:
+                    self.stop_event.wait(IDLE_POLL_INTERVAL)
+                    continue
+                self.run_job(job)
+        finally:
+            self.store.remove_worker(self.worker_id)
+
+    # ---- one job -------------------------------------------------------------------------
+
+    def run_job(self, job: Job) -> None:
+        """Generate one claimed job and record the outcome; never raises for a job's failure."""
+        state = _JobState(job)
+        done = threading.Event()
+        reporter = threading.Thread(target=self._report, args=(state, done), daemon=True, name="reporter")
+        reporter.start()
+        output = self.paths.result_file(job.owner, job.id)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        log.info("job %s: started (attempt %d)", job.id, job.attempts)
+        started = time.perf_counter()
+        try:
+            params = VideoRequest.model_validate(job.params)
+            image = self.store.input_image(job.input_sha256)
+            result = self.engine.generate(params, image, output, progress=self._on_progress(state),
+                                          cancel=self._cancel_check(state))
+            info = {"seed": result.seed, "width": result.width, "height": result.height,
+                    "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
+            if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
+                log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
+            else:  # cancelled or taken away while finishing: the file is not anyone's result
+                Path(result.path).unlink(missing_ok=True)
+        except Cancelled:
+            if self.stop_event.is_set() and self.store.requeue(job.id, self.worker_id):
+                log.info("job %s: worker stopping, job returned to the queue", job.id)
+            else:
+                log.info("job %s: cancelled", job.id)
+        except OutOfMemory as exc:  # the engine already freed the job's memory
+            self.store.fail(job.id, self.worker_id, str(exc))
+            log.error("job %s: %s (phase %s)", job.id, exc, exc.phase)
+        except Refused as exc:  # refused before any work: say why, plainly
+            self.store.fail(job.id, self.worker_id, str(exc))
+            log.warning("job %s refused: %s", job.id, exc)
+        except Exception as exc:  # a bad job must not stop the worker
+            log.exception("job %s failed", job.id)
+            self.store.fail(job.id, self.worker_id, f"Generation failed: {type(exc).__name__}: {_first_line(exc)}")
+        finally:
+            done.set()
+            reporter.join(timeout=5)
+
+    @staticmethod
+    def _on_progress(state: _JobState) -> Callable[[Progress], None]:
+        def on_progress(progress: Progress) -> None:
+            state.progress, state.stage = progress.fraction, progress.stage
+
+        return on_progress
+
+    def _cancel_check(self, state: _JobState) -> Callable[[], bool]:
+        last_check = [0.0]
+
+        def should_cancel() -> bool:
+            if self.stop_event.is_set() or state.lost:
+                return True
+            now = time.monotonic()
+            if now - last_check[0] >= CANCEL_CHECK_INTERVAL:
+                last_check[0] = now
+                if not self.store.is_still_mine(state.job.id, self.worker_id):
+                    state.lost = True
+            return state.lost
+
+        return should_cancel
+
+    def _report(self, state: _JobState, done: threading.Event) -> None:
+        """Heartbeat thread: extend the lease, store progress, emit progress events (rate-limited)."""
+        interval = max(0.2, min(2.0, self.lease_seconds / 6))
+        last_event, last_sent = 0.0, -1.0
+        while not done.wait(interval):
+            try:
+                now = time.monotonic()
+                emit = state.progress != last_sent and now - last_event >= PROGRESS_EVENT_INTERVAL
+                mine = self.store.heartbeat(state.job.id, self.worker_id, self.lease_seconds,
+                                            progress=state.progress, stage=state.stage, emit_progress=emit)
+                if emit:
+                    last_event, last_sent = now, state.progress
+                if not mine:
+                    state.lost = True
+                    return
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+
+
+def _fps(value: Fraction | float) -> float:
+    return round(float(value), 6)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

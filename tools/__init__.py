@@ -1,0 +1,1 @@
+"""Offline commands registered by the one `ltx-server` CLI: `generate` and `weights`."""
