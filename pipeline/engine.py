@@ -21,14 +21,13 @@ those imports are function-local on purpose, each marked `# deferred:` with its 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import OutOfMemory, PlanError, RequestTooLarge
 from pipeline.generation.image import decode_start_image
+from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
 from pipeline.geometry import plan_geometry
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as planner
@@ -61,31 +60,6 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Where a job is: `stage` is prepare|stage1|upsample|stage2|decode; `step` of `total` in it."""
-
-    stage: str
-    step: int
-    total: int
-    fraction: float  # of the whole job, 0..1
-
-
-@dataclass
-class Result:
-    """What a finished job produced."""
-
-    path: Path
-    seed: int
-    width: int
-    height: int
-    num_frames: int
-    fps: Fraction
-    has_audio: bool
-    transformer_passes: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Capacity:
     """The smallest GPU a job may land on: its memory plan and memory, for admission."""
 
@@ -109,8 +83,6 @@ class GpuPlan:
         return Capacity(self.plan, self.vram_bytes)
 
 
-ProgressCallback = Callable[[Progress], None]
-CancelCheck = Callable[[], bool]
 
 
 class Engine:
@@ -154,19 +126,15 @@ class Engine:
         """
         from pipeline.generation.runtime import oom_phase  # deferred: the runtime imports torch
 
-        on_progress = None if progress is None else (lambda p: progress(Progress(p.stage, p.step, p.total, p.fraction)))
         options = {} if image_crf is None else {"image_crf": image_crf}
         try:
-            done = self._generator.generate(params, image, output, on_progress=on_progress, should_cancel=cancel,
+            return self._generator.generate(params, image, output, on_progress=progress, should_cancel=cancel,
                                             **options)
         except Exception as exc:
             phase = oom_phase(exc, self._generator)
             if phase is None:
                 raise
             message = _first_line(exc)
-        else:
-            return Result(done.path, done.seed, done.width, done.height, done.num_frames, done.fps, done.has_audio,
-                          done.transformer_passes, done.timings)
         # Outside the handler: the traceback (and the job's tensors it holds) is gone before freeing.
         self._generator.release_memory()
         raise OutOfMemory(

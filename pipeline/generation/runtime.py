@@ -17,9 +17,7 @@ import gc
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from pipeline.generation.decode import (
 )
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.mp4 import write_mp4
+from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
 from pipeline.generation.schedule import (
     STAGE1_SIGMAS,
     STAGE2_SIGMAS,
@@ -55,35 +54,6 @@ from pipeline.params import SEED_RANGE, GenerationParams
 from pipeline.placement.apply import Execution, apply_plan, choose, placer
 from pipeline.weights.loader import Components, load_components
 from pipeline.weights.lock import require_verified
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a job is: `stage` is prepare|stage1|upsample|stage2|decode; `step` of `total` in it."""
-
-    stage: str
-    step: int
-    total: int
-    fraction: float  # of the whole job, 0..1
-
-
-ProgressCallback = Callable[[Progress], None]
-CancelCheck = Callable[[], bool]
-
-
-@dataclass
-class GenerationResult:
-    """What a finished job produced."""
-
-    path: Path
-    seed: int
-    width: int
-    height: int
-    num_frames: int
-    fps: Fraction
-    has_audio: bool
-    transformer_passes: int
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -462,7 +432,7 @@ class VideoGenerator:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         image_crf: int | None = CONDITIONING_CRF,
-    ) -> GenerationResult:
+    ) -> Result:
         """Run one job and write its MP4 to `output` (atomically). Raises `Cancelled`."""
         tracker = _Tracker(on_progress, should_cancel)
         self.active = tracker
@@ -487,7 +457,7 @@ class VideoGenerator:
                 timings["decode_and_encode"] = time.perf_counter() - clock
         finally:
             self.release_memory()
-        return GenerationResult(
+        return Result(
             path=path,
             seed=seed,
             width=geometry.width,

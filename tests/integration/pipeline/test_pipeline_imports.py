@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from import_graph import find_cycle
 from repo_paths import REPO
 
 LIGHT = (
@@ -46,22 +47,8 @@ def test_no_import_cycles_in_pipeline_even_through_deferred_imports():
         name: {t for _, targets in _imports(ast.parse(path.read_text())) for t in targets if t in modules and t != name}
         for name, path in modules.items()
     }
-    state: dict[str, int] = {}
-    cycles: list[list[str]] = []
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append([*stack[stack.index(nxt):], nxt])
-            elif nxt not in state:
-                visit(nxt, [*stack, nxt])
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
-    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
 def test_function_local_imports_only_keep_heavy_modules_out_of_light_ones():

@@ -1,0 +1,37 @@
+"""What a running job reports and what a finished one produced: plain data, no torch (the door re-exports them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job is: `stage` is prepare|stage1|upsample|stage2|decode; `step` of `total` in it."""
+
+    stage: str
+    step: int
+    total: int
+    fraction: float  # of the whole job, 0..1
+
+
+@dataclass
+class Result:
+    """What a finished job produced."""
+
+    path: Path
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    fps: Fraction
+    has_audio: bool
+    transformer_passes: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
