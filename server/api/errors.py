@@ -1,4 +1,8 @@
-"""Errors in the Oxen envelope: `APIError`, the envelope itself, and the app's exception handlers."""
+"""Errors in the Oxen envelope: `APIError`, the envelope itself, and the app's exception handlers.
+
+Under `/v1` (the OpenAI-style routes) the same errors are answered in OpenAI's shape instead:
+`{"error": {"message", "type", "param", "code"}}`, which the `openai` SDK turns into its exceptions.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,38 @@ def model_not_found(name: str) -> dict[str, Any]:
 
 
 
+class OpenAIError(APIError):
+    """An `APIError` that also names OpenAI's `param` and `code` (used by the `/v1` routes)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        kind = {401: "unauthenticated", 404: "resource_not_found"}.get(status, "invalid_params")
+        super().__init__(status, kind if status < 500 else "unknown_error", message)
+        self.code, self.param = code, param
+
+
+OPENAI_PREFIX = "/v1/"
+OPENAI_CODES = {"unauthenticated": "invalid_api_key", "resource_not_found": "not_found",
+                "invalid_params": "invalid_value", "unknown_error": "server_error"}
+
+
+def is_openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PREFIX) or request.url.path == OPENAI_PREFIX.rstrip("/")
+
+
+def openai_envelope(status: int, message: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body; `type` follows OpenAI's use (server_error for 5xx)."""
+    kind = "server_error" if status >= 500 else "authentication_error" if status == 401 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _as_openai(exc: APIError) -> dict[str, Any]:
+    code = getattr(exc, "code", None) or OPENAI_CODES.get(exc.kind, exc.kind)
+    message = exc.detail or ERROR_TITLES.get(exc.kind, exc.kind)
+    if exc.body is not None and isinstance(exc.body.get("error"), dict) and exc.body["error"].get("message"):
+        message = exc.body["error"]["message"]
+    return openai_envelope(exc.status, message, code, getattr(exc, "param", None))
+
+
 def install_handlers(app: FastAPI, on_rejected: Any = None) -> None:
     """Every error in the contract's envelope; `on_rejected(kind)` counts 4xx refusals (metrics)."""
 
@@ -50,6 +86,8 @@ def install_handlers(app: FastAPI, on_rejected: Any = None) -> None:
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
         if exc.status < 500 and on_rejected is not None:
             on_rejected(exc.kind)
+        if is_openai(_request):
+            return JSONResponse(_as_openai(exc), status_code=exc.status)
         return JSONResponse(exc.body or error_envelope(exc.kind, exc.detail), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -57,14 +95,24 @@ def install_handlers(app: FastAPI, on_rejected: Any = None) -> None:
         kind = {401: "unauthenticated", 404: "resource_not_found"}.get(exc.status_code)
         if kind is None:
             kind = "invalid_params" if exc.status_code < 500 else "unknown_error"
+        if is_openai(_request):
+            return JSONResponse(openai_envelope(exc.status_code, str(exc.detail), OPENAI_CODES[kind]),
+                                status_code=exc.status_code)
         return JSONResponse(error_envelope(kind, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}" for e in exc.errors())
+        if is_openai(_request):
+            first = exc.errors()[0]["loc"] if exc.errors() else ()
+            param = str(first[-1]) if len(first) > 1 else None
+            return JSONResponse(openai_envelope(400, detail, "invalid_value", param), status_code=400)
         return JSONResponse(error_envelope("invalid_params", detail), status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        if is_openai(_request):
+            return JSONResponse(openai_envelope(500, "internal error; see the server log", "server_error"),
+                                status_code=500)
         return JSONResponse(error_envelope("unknown_error", "internal error; see the server log"), status_code=500)

@@ -96,6 +96,57 @@ class JobQueue:
         with self.engine.connect() as conn:
             return [_job(row) for row in conn.execute(query)]
 
+    @staticmethod
+    def _filtered(query: Any, owner: str | None, statuses: Iterable[str] | None, model: str | None,
+                  media_type: str | None) -> Any:
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if statuses is not None:
+            query = query.where(jobs.c.status.in_(list(statuses)))
+        if model is not None:
+            query = query.where(jobs.c.model == model)
+        if media_type is not None:
+            query = query.where(jobs.c.media_type == media_type)
+        return query
+
+    def page(
+        self,
+        owner: str | None = None,
+        statuses: Iterable[str] | None = None,
+        model: str | None = None,
+        media_type: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = False,
+    ) -> tuple[list[Job], int]:
+        """One page of the filtered jobs (FIFO, or newest first) and how many match in all."""
+        statuses = None if statuses is None else list(statuses)
+        order = jobs.c.seq.desc() if newest_first else jobs.c.seq
+        query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(order)
+        counted = self._filtered(select(func.count()).select_from(jobs), owner, statuses, model, media_type)
+        with self.engine.connect() as conn:
+            total = int(conn.execute(counted).scalar_one())
+            rows = conn.execute(query.offset(offset).limit(limit)).all()
+        return [_job(row) for row in rows], total
+
+    def after(self, owner: str | None, after_id: str | None, limit: int,
+              newest_first: bool = True) -> tuple[list[Job], bool] | None:
+        """Up to `limit` jobs following the job `after_id` (cursor paging) and whether more follow.
+
+        None when `after_id` names no job of `owner`. Any status is listed.
+        """
+        order = jobs.c.seq.desc() if newest_first else jobs.c.seq
+        query = self._filtered(select(jobs), owner, None, None, None).order_by(order).limit(limit + 1)
+        with self.engine.connect() as conn:
+            if after_id is not None:
+                mark = conn.execute(self._filtered(select(jobs.c.seq).where(jobs.c.id == after_id),
+                                                   owner, None, None, None)).scalar()
+                if mark is None:
+                    return None
+                query = query.where(jobs.c.seq < mark if newest_first else jobs.c.seq > mark)
+            rows = conn.execute(query).all()
+        return [_job(row) for row in rows[:limit]], len(rows) > limit
+
     def cancel(self, job_id: str, owner: str | None = None, now: float | None = None) -> Job | None:
         """Cancel a queued or processing job at once; an ended job keeps its state. None if unknown.
 

@@ -13,6 +13,7 @@ from server.api.services.accept import accept
 from server.queue import ACTIVE, STATUSES
 
 router = APIRouter(tags=["queue"])
+LIST_LIMIT = 1000
 
 
 @router.post("/api/ai/queue", status_code=200, openapi_extra=body_doc(QueueBody))
@@ -45,17 +46,30 @@ def list_generations(
     namespace: str | None = None,
     repo: str | None = None,
     folder: str | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
     owner: str = Depends(current_owner),  # noqa: B008
     svc: Services = Depends(services),  # noqa: B008
 ) -> JSONResponse:
-    """The caller's generations; without `status`, only queued and processing ones.
+    """The caller's generations in FIFO order; without `status`, only queued and processing ones.
 
-    `namespace`, `repo` and `folder` name Oxen repositories, which this server does not
-    have; they are accepted and do not filter.
+    At most `limit` (1-1000, default 1000) rows from `offset`; `total` and `has_more`
+    (extensions) are added when either is given or when the list was cut, never a silent cap.
+    `namespace`, `repo` and `folder` name Oxen
+    repositories, which this server does not have; they are accepted and do not filter.
     """
-    found = svc.store.list(owner=owner, statuses=parse_statuses(status), model=model, media_type=media_type)
-    return JSONResponse({"count": len(found),
-                         "generations": [generation_row(job, svc.result_url(request, job)) for job in found]})
+    paged = limit is not None or offset is not None
+    limit, offset = LIST_LIMIT if limit is None else limit, offset or 0
+    if not 1 <= limit <= LIST_LIMIT or offset < 0:
+        raise APIError(400, "invalid_params", f"limit must be between 1 and {LIST_LIMIT} and offset at least 0")
+    found, total = svc.store.page(owner=owner, statuses=parse_statuses(status), model=model,
+                                  media_type=media_type, offset=offset, limit=limit)
+    body = {"count": len(found),
+            "generations": [generation_row(job, svc.result_url(request, job)) for job in found]}
+    has_more = offset + len(found) < total
+    if paged or has_more:  # Oxen's exact body otherwise; a cut list always says so
+        body |= {"total": total, "has_more": has_more}
+    return JSONResponse(body)
 
 
 def parse_statuses(status: str | None) -> tuple[str, ...] | None:
