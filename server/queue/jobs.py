@@ -84,15 +84,7 @@ class JobQueue:
         limit: int = 1000,
     ) -> list[Job]:
         """Jobs in FIFO order, filtered; `statuses=None` means all."""
-        query = select(jobs).order_by(jobs.c.seq).limit(limit)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
-        if statuses is not None:
-            query = query.where(jobs.c.status.in_(list(statuses)))
-        if model is not None:
-            query = query.where(jobs.c.model == model)
-        if media_type is not None:
-            query = query.where(jobs.c.media_type == media_type)
+        query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(jobs.c.seq).limit(limit)
         with self.engine.connect() as conn:
             return [_job(row) for row in conn.execute(query)]
 
