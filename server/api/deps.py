@@ -38,6 +38,13 @@ class Services:
         # A body holds at most one data: URI image (base64: 4/3 of its size) plus the parameters.
         return self.config.fetch_max_bytes * 4 // 3 + 2**20
 
+    def owned_job(self, generation_id: str, owner: str) -> Job:
+        """The caller's generation, or the 404 envelope (another key's id is as unknown as a made-up one)."""
+        job = self.store.get(generation_id, owner=owner)
+        if job is None:
+            raise APIError(404, "resource_not_found")
+        return job
+
     def base_url(self, request: Request) -> str:
         return (self.config.public_url or str(request.base_url)).rstrip("/")
 

@@ -23,6 +23,7 @@ import ipaddress
 import socket
 import time
 import urllib.parse
+from typing import Any
 
 import httpx
 
@@ -156,18 +157,24 @@ def _download(uri: str, allow_private: bool, timeout: float, max_bytes: int, max
     raise ImageFetchError(f"input_image URL redirected more than {max_redirects} times.")
 
 
-def fetch_image_bytes(
+def fetch_image_bytes(uri: str, **limits: Any) -> bytes:
+    """`fetch_image`'s bytes alone."""
+    return fetch_image(uri, **limits)[0]
+
+
+def fetch_image(
     uri: str,
     *,
     allow_private: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
-) -> bytes:
+) -> tuple[bytes, tuple[int, int]]:
     """Fetch an http(s) URL or decode a data: URI and check that it is a usable image.
 
-    Returns the raw image bytes (PNG, JPEG or WebP) after a full decode under the pixel cap.
-    Raises `ImageFetchError` with a one-sentence reason on any failure.
+    Returns the raw image bytes (PNG, JPEG or WebP) and the upright (width, height) found by a
+    full decode under the pixel cap, so admission need not decode it again. Raises
+    `ImageFetchError` with a one-sentence reason on any failure.
     """
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     if scheme == "data":
@@ -179,8 +186,8 @@ def fetch_image_bytes(
     if not data:
         raise ImageFetchError("input_image is empty.")
     try:
-        image_size(data)  # a full decode under the pixel cap
+        size = image_size(data)  # a full decode under the pixel cap
     except StartImageError as exc:
         message = str(exc)
         raise ImageFetchError(message if message.endswith(".") else message + ".") from None
-    return data
+    return data, size

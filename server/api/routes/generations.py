@@ -49,8 +49,6 @@ def browse_generations(
 def browse_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
                       svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
     """One generation in Oxen's resource envelope."""
-    job = svc.store.get(generation_id, owner=owner)
-    if job is None:
-        raise APIError(404, "resource_not_found")
+    job = svc.owned_job(generation_id, owner)
     return JSONResponse({"generation": generation_row(job, svc.result_url(request, job)),
                          "status": "success", "status_message": "resource_found"})

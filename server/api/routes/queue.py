@@ -31,9 +31,7 @@ async def enqueue(request: Request, owner: str = Depends(current_owner),
 def get_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
                    svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
     """One generation, in any state (records persist)."""
-    job = svc.store.get(generation_id, owner=owner)
-    if job is None:
-        raise APIError(404, "resource_not_found")
+    job = svc.owned_job(generation_id, owner)
     return JSONResponse(generation_row(job, svc.result_url(request, job)))
 
 

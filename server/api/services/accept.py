@@ -9,7 +9,7 @@ import hashlib
 import secrets
 from typing import Any
 
-from pipeline.engine import Capacity, admit, image_size
+from pipeline.engine import Capacity, admit
 from pipeline.errors import Refused
 from pipeline.params import SEED_RANGE, RequestError
 from server.api.errors import APIError, model_not_found
@@ -22,7 +22,7 @@ from server.api.schemas import (
     video_request,
 )
 from server.core.config import ServerConfig
-from server.core.image_fetch import ImageFetchError, fetch_image_bytes
+from server.core.image_fetch import ImageFetchError, fetch_image
 from server.queue import Job, JobStore, NewJob
 
 
@@ -32,10 +32,13 @@ def check_model(data: Any) -> None:
         raise APIError(404, "resource_not_found", body=model_not_found(data["model"]))
 
 
-def refuse_if_too_large(request: VideoRequest, image: bytes, capacity: Capacity | None) -> None:
-    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable."""
+def refuse_if_too_large(request: VideoRequest, size: tuple[int, int], capacity: Capacity | None) -> None:
+    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable.
+
+    `size` is the start image's upright (width, height): `auto` sizes follow the upright image.
+    """
     try:
-        admit(request, image_size(image), capacity)  # orientation applied: `auto` sizes follow the upright image
+        admit(request, size, capacity)
     except Refused as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
 
@@ -50,12 +53,12 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
         raise APIError(400, "invalid_params", describe_request_error(exc)) from None
     request = video_request(body)
     try:
-        image = fetch_image_bytes(request.input_image, allow_private=config.allow_private_urls,
+        image, size = fetch_image(request.input_image, allow_private=config.allow_private_urls,
                                   timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
     except ImageFetchError as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
     if config.gpu_capacity is not None:
-        refuse_if_too_large(request, image, Capacity(*config.gpu_capacity))
+        refuse_if_too_large(request, size, Capacity(*config.gpu_capacity))
     digest = hashlib.sha256(image).hexdigest()
     copies = getattr(body, copies_field) if copies_field else 1
     new_jobs = []

@@ -27,7 +27,7 @@ def body(**extra) -> dict:
 def test_refusal_names_the_size_and_what_fits():
     request = QueueBody.model_validate(body(resolution="square_hd", num_frames=481))
     with pytest.raises(APIError) as caught:
-        refuse_if_too_large(request, png_bytes(64, 48), Capacity("offload", 24 * GiB))
+        refuse_if_too_large(request, (64, 48), Capacity("offload", 24 * GiB))
     assert caught.value.status == 400
     detail = caught.value.detail
     assert "1024x1024" in detail and "481" in detail and "frames fit" in detail
@@ -35,7 +35,7 @@ def test_refusal_names_the_size_and_what_fits():
 
 def test_a_request_that_fits_passes():
     request = QueueBody.model_validate(body(resolution="landscape_16_9", num_frames=121))
-    refuse_if_too_large(request, png_bytes(64, 48), Capacity("offload", 24 * GiB))
+    refuse_if_too_large(request, (64, 48), Capacity("offload", 24 * GiB))
 
 
 def test_the_queue_endpoint_refuses_before_queueing(tmp_path):
