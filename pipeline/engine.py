@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.errors import OutOfMemory, PlanError, RequestTooLarge
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
-from pipeline.geometry import plan_geometry
+from pipeline.geometry import plan_geometry, plan_size
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as planner
 
@@ -218,3 +218,12 @@ __all__ = [
     "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
     "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
 ]
+
+
+def output_size(resolution: str, image_width: int, image_height: int) -> tuple[int, int]:
+    """The (width, height) a job is generated at for `resolution` and its start image's upright size.
+
+    `auto` keeps the image's aspect ratio; the web playground asks the API for this, so the size it
+    shows before submitting cannot drift from the one the model uses.
+    """
+    return plan_size(resolution, image_width, image_height)

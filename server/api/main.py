@@ -17,7 +17,7 @@ from server.api.deps import Services
 from server.api.errors import install_handlers
 from server.api.events import EventHub
 from server.api.metrics import Metrics
-from server.api.routes import events, generate, generations, models, openai_videos, ops, queue, results
+from server.api.routes import events, generate, generations, models, openai_videos, ops, playground, queue, results
 from server.api.schemas import request_schema
 from server.api.services.janitor import Janitor
 from server.core.auth import KeyRing
@@ -26,7 +26,7 @@ from server.core.signing import URLSigner
 from server.queue import JobStore
 
 ROUTERS = (queue.router, generate.router, generations.router, events.router, models.router, results.router,
-           ops.router, openai_videos.router)
+           ops.router, openai_videos.router, playground.router)
 
 
 def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRing | None = None,
@@ -58,4 +58,5 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
     install_handlers(app, on_rejected=lambda kind: svc.metrics.rejected.labels(kind).inc())
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(playground.STATIC_PREFIX, playground.PlaygroundFiles(config.public_url), name="playground")
     return app

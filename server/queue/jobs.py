@@ -233,8 +233,11 @@ class JobQueue:
         stage: str | None = None,
         emit_progress: bool = False,
         now: float | None = None,
+        step: tuple[int, int] | None = None,
     ) -> bool:
-        """Extend the lease (and record progress); False when the job is no longer this worker's."""
+        """Extend the lease (and record progress); False when the job is no longer this worker's.
+
+        `step` (step, total) within the stage goes into the progress event only (not a column)."""
         now = time.time() if now is None else now
         values: dict[str, Any] = {"lease_expires_at": now + lease_seconds}
         if progress is not None:
@@ -247,8 +250,9 @@ class JobQueue:
             ).rowcount
             if owned and emit_progress and progress is not None:
                 owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
+                detail = {"step": step[0], "total": step[1]} if step else {}
                 self._event(conn, owner, job_id, EVENT_PROGRESS,
-                            {"status": PROCESSING, "progress": progress, "stage": stage}, now)
+                            {"status": PROCESSING, "progress": progress, "stage": stage, **detail}, now)
         return bool(owned)
 
     def is_still_mine(self, job_id: str, worker_id: str) -> bool:

@@ -53,6 +53,8 @@ class _JobState:
     job: Job
     progress: float = 0.0
     stage: str = "prepare"
+    step: int = 0  # of `total`, within `stage` (the playground shows "stage 1 · step 5/8")
+    total: int = 0
     lost: bool = False  # cancelled, or no longer ours
 
 
@@ -180,6 +182,7 @@ class Worker:
     def _on_progress(state: _JobState) -> Callable[[Progress], None]:
         def on_progress(progress: Progress) -> None:
             state.progress, state.stage = progress.fraction, progress.stage
+            state.step, state.total = progress.step, progress.total
 
         return on_progress
 
@@ -207,7 +210,8 @@ class Worker:
                 now = time.monotonic()
                 emit = state.progress != last_sent and now - last_event >= PROGRESS_EVENT_INTERVAL
                 mine = self.store.heartbeat(state.job.id, self.worker_id, self.lease_seconds,
-                                            progress=state.progress, stage=state.stage, emit_progress=emit)
+                                            progress=state.progress, stage=state.stage, emit_progress=emit,
+                                            step=(state.step, state.total))
                 if emit:
                     last_event, last_sent = now, state.progress
                 if not mine:

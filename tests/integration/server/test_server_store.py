@@ -151,9 +151,11 @@ def test_events_are_written_with_the_state_changes(store):
     start = store.last_event_id()
     (job,) = store.enqueue([new()], IMAGE)
     store.claim_next("w", 30)
-    store.heartbeat(job.id, "w", 30, progress=0.3, stage="stage1", emit_progress=True)
+    store.heartbeat(job.id, "w", 30, progress=0.3, stage="stage1", emit_progress=True, step=(5, 8))
     store.complete(job.id, "w", "x.mp4", {})
     names = [(e.name, e.payload["status"]) for e in store.events_after(start)]
+    progress = store.events_after(start)[1].payload
+    assert progress == {"status": PROCESSING, "progress": 0.3, "stage": "stage1", "step": 5, "total": 8}
     assert names == [("media_generation_started", PROCESSING), ("media_generation_progress", PROCESSING),
                      ("media_generation_completed", SUCCEEDED)]
     completed = store.events_since(0, "alice", ["media_generation_completed"])
