@@ -293,7 +293,7 @@ function updateSnippet() {
   if (!state.model) return;
   const { body, image } = buildRequest();
   const snippets = requestSnippets({ endpoint: `${location.origin}/api/ai/queue`, body, image,
-    withKey: state.keysRequired });
+    withKey: state.keysRequired || Boolean(state.key) });
   $("snippet").textContent = snippets[state.snippet];
 }
 
@@ -560,6 +560,7 @@ async function loadHistory() {
   const list = $("history-list");
   for (const id of state.order) list.append(state.items.get(id)); // newest first, as the server sent them
   $("history-empty").hidden = state.order.length > 0;
+  list.dataset.loads = String(Number(list.dataset.loads || 0) + 1); // lets a test (or a person) tell a reload happened
 }
 
 async function loadPoster(id, image) {
