@@ -329,3 +329,103 @@ def test_playground_with_keys_wrong_key_message_and_per_key_history(browser, key
     assert page.evaluate("localStorage.getItem('ltx-playground-api-key')") == KEY_B
     assert [line for line in watched.console if "pageerror" in line] == [], watched.console
     watched.close()
+
+
+def test_playground_image_by_paste_drop_and_url(browser, open_server):
+    live = open_server
+    watched = Watched(browser, viewport={"width": 1280, "height": 900})
+    page = watched.page
+    page.goto(live.base + "/")
+    page.wait_for_selector("#param-num_frames")
+    make_file = """async ([width, height, name]) => {
+        const canvas = document.createElement('canvas'); canvas.width = width; canvas.height = height;
+        const blob = await new Promise(resolve => canvas.toBlob(resolve, 'image/png'));
+        const data = new DataTransfer(); data.items.add(new File([blob], name, {type: 'image/png'})); return data; }"""
+
+    # Paste (Ctrl+V of an image): the clipboard's file becomes the start image.
+    page.evaluate(f"""async () => {{ const data = await ({make_file})([300, 200, 'image.png']);
+        document.dispatchEvent(new ClipboardEvent('paste', {{clipboardData: data, bubbles: true}})); }}""")
+    page.wait_for_function("() => document.querySelector('#size-info').textContent.startsWith('image.png')")
+    auto = httpx.get(live.api + "/playground/output-size", params={"width": 300, "height": 200}).json()
+    assert f"300×200 px → generated at {auto['width']}×{auto['height']} (auto)" in page.text_content("#size-info")
+    assert page.evaluate("document.querySelector('#preview-image').naturalWidth") == 300
+
+    # Drag and drop onto the drop zone.
+    page.evaluate(f"""async () => {{ const data = await ({make_file})([64, 48, 'dropped.png']);
+        document.querySelector('#drop-zone').dispatchEvent(new DragEvent('drop', {{dataTransfer: data,
+            bubbles: true, cancelable: true}})); }}""")
+    page.wait_for_function("() => document.querySelector('#size-info').textContent.startsWith('dropped.png')")
+    assert "64×48 px" in page.text_content("#size-info") and "'dropped.png'" in page.text_content("#snippet")
+
+    # A URL: sent as it is; the page never loads it (the server fetches it when the job is accepted).
+    page.fill("#image-url", "https://images.example.com/start.png")
+    assert page.is_hidden("#preview-image") and "server fetches this URL" in page.text_content("#size-info")
+    assert '"input_image": "https://images.example.com/start.png"' in page.text_content("#snippet")
+    assert watched.foreign_requests(live.base) == []
+    watched.close()
+
+
+def test_playground_form_copes_with_any_schema_and_parses_sse_in_chunks(browser, open_server):
+    """The form module on a schema with types the model does not have today (other extensions add
+    arrays of objects, unions, flags), and the SSE parser fed awkward chunk boundaries."""
+    watched = Watched(browser)
+    page = watched.page
+    page.goto(open_server.base + "/")
+    page.wait_for_selector("#param-num_frames")
+    result = page.evaluate("""async () => {
+        const { SchemaForm } = await import('/playground/schema-form.js');
+        const schema = {
+          $defs: { Keyframe: { type: 'object',
+                               properties: { frame: { type: 'integer' }, image: { type: 'string' } } } },
+          properties: {
+            prompt: { type: 'string' },
+            keyframes: { type: 'array', items: { $ref: '#/$defs/Keyframe' }, default: [], title: 'Keyframes',
+                         description: 'More images.' },
+            loras: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }], default: null,
+                     title: 'Loras' },
+            enhance_prompt: { type: 'boolean', default: false, title: 'Enhance Prompt', 'x-order': 1 },
+            style: { anyOf: [{ enum: ['a', 'b'], type: 'string' }, { type: 'null' }], default: null, title: 'Style' },
+            strength: { type: 'number', exclusiveMinimum: 0, maximum: 2, default: 1, title: 'Strength' },
+            mystery: { title: 'Mystery' },
+          } };
+        const box = document.createElement('div'); document.body.append(box);
+        const form = new SchemaForm(box, schema, ['prompt']);
+        const kinds = Object.fromEntries([...form.fields].map(([name, f]) => [name, f.info.kind]));
+        const advanced = [...box.querySelectorAll('details [data-param]')].map(el => el.dataset.param);
+        const untouched = form.read();
+        document.querySelector('#param-keyframes').value = '[{"frame": 8, "image": "https://x/y.png"}]';
+        document.querySelector('#param-enhance_prompt').checked = true;
+        document.querySelector('#param-style').value = '"b"';
+        const edited = form.read();
+        document.querySelector('#param-loras').value = '[{';
+        const broken = form.read();
+        return { kinds, advanced, untouched, edited, broken: broken.errors,
+                 labels: [...box.querySelectorAll('label')].map(l => l.htmlFor) };
+    }""")
+    assert result["kinds"] == {"enhance_prompt": "checkbox", "keyframes": "json", "loras": "json", "style": "select",
+                               "strength": "number", "mystery": "json"}
+    assert list(result["kinds"])[0] == "enhance_prompt"  # x-order first
+    assert sorted(result["advanced"]) == ["keyframes", "loras", "mystery"]
+    assert result["untouched"] == {"values": {}, "errors": []}  # defaults are not sent
+    assert result["edited"]["values"] == {"keyframes": [{"frame": 8, "image": "https://x/y.png"}],
+                                          "enhance_prompt": True, "style": "b"}
+    assert len(result["broken"]) == 1 and result["broken"][0].startswith("Loras: not valid JSON")
+    assert sorted(result["labels"]) == sorted(f"param-{name}" for name in result["kinds"])
+
+    events = page.evaluate("""async () => {
+        const { SSEParser } = await import('/playground/sse.js');
+        const seen = [];
+        const parser = new SSEParser(event => seen.push(event));
+        const stream = ': connected\\r\\n\\r\\nevent: media_generation_progress\\r\\n'
+          + 'data: {"a":1,\\r\\ndata: "b":2}\\r\\n\\r\\n'
+          + ': keep-alive\\n\\nevent: media_generation_completed\\ndata:{"x":"y"}\\n\\ndata: plain\\r\\r';
+        for (let i = 0; i < stream.length; i += 3) parser.push(stream.slice(i, i + 3));  // split anywhere
+        parser.finish();
+        return seen;
+    }""")
+    assert events == [
+        {"event": "media_generation_progress", "data": '{"a":1,\n"b":2}', "id": ""},
+        {"event": "media_generation_completed", "data": '{"x":"y"}', "id": ""},
+        {"event": "message", "data": "plain", "id": ""},
+    ]
+    watched.close()

@@ -75,6 +75,10 @@ async function api(path, { method = "GET", json, raw = false } = {}) {
 }
 
 function unauthenticated(detail) {
+  if (/No API keys are configured/.test(detail)) {
+    showPageError(detail); // keyless server reached from a non-loopback address: a key would not help
+    return;
+  }
   state.keysRequired = true;
   $("key-panel").hidden = false;
   const message = state.key

@@ -27,6 +27,14 @@ export class SSEParser {
     for (const line of lines) this.line(line);
   }
 
+  /** The stream ended: a pending "\r" was a line end after all (a lone CR ends a line too). */
+  finish() {
+    if (!this.buffer.endsWith("\r")) return;
+    const line = this.buffer.slice(0, -1); // push() leaves no line end before the last character
+    this.buffer = "";
+    this.line(line);
+  }
+
   line(line) {
     if (line === "") {
       if (this.data.length) this.onEvent({ event: this.eventName || "message", data: this.data.join("\n"), id: this.id });
@@ -55,7 +63,7 @@ export async function readEventStream(url, headers, onEvent, signal) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) return void parser.finish();
     parser.push(value);
   }
 }
