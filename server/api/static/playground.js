@@ -162,6 +162,7 @@ function renderModel() {
   state.form = new SchemaForm($("params"), schema, SPECIAL_FIELDS);
   if (previous) state.form.apply(previous);
   $("key-panel").hidden = !state.keysRequired && !state.key;
+  $("api-panel").hidden = false;
   updateSnippet();
   updateSize();
 }
@@ -344,6 +345,8 @@ async function submit(event) {
     const row = await api(`/api/ai/queue/${encodeURIComponent(id)}`);
     remember(row, { prepend: true });
     show(id, { focus: false });
+    // In one column (a phone) the viewer is below the form: bring the progress into sight.
+    $("viewer").scrollIntoView({ block: "nearest", behavior: "smooth" });
   } catch (error) {
     if (error.status !== 401) showFormError(`The server did not accept the request: ${error.message}`);
   } finally {
