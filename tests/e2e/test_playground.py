@@ -92,8 +92,9 @@ def record_progress(page) -> None:
 
 @pytest.fixture(scope="module")
 def open_server(live_server_factory):
-    # No keys: loopback clients are served. 6 s leases make the worker report progress every second.
-    return live_server_factory(["--lease-seconds", "6"])
+    # No keys: loopback clients are served. 6 s leases make the worker report progress every second;
+    # private URLs are allowed because the test image host is on 127.0.0.1.
+    return live_server_factory(["--lease-seconds", "6", "--allow-private-urls"])
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +332,7 @@ def test_playground_with_keys_wrong_key_message_and_per_key_history(browser, key
     watched.close()
 
 
-def test_playground_image_by_paste_drop_and_url(browser, open_server):
+def test_playground_image_by_paste_drop_and_url(browser, open_server, image_host):
     live = open_server
     watched = Watched(browser, viewport={"width": 1280, "height": 900})
     page = watched.page
@@ -357,11 +358,20 @@ def test_playground_image_by_paste_drop_and_url(browser, open_server):
     page.wait_for_function("() => document.querySelector('#size-info').textContent.startsWith('dropped.png')")
     assert "64×48 px" in page.text_content("#size-info") and "'dropped.png'" in page.text_content("#snippet")
 
-    # A URL: sent as it is; the page never loads it (the server fetches it when the job is accepted).
-    page.fill("#image-url", "https://images.example.com/start.png")
-    assert page.is_hidden("#preview-image") and "server fetches this URL" in page.text_content("#size-info")
-    assert '"input_image": "https://images.example.com/start.png"' in page.text_content("#snippet")
-    assert watched.foreign_requests(live.base) == []
+    # A URL: sent as it is; its preview and size come through the server (same checks as a job's
+    # fetch), so the browser never contacts the image's host.
+    url = image_host.add("/playground-start.png", png_bytes(300, 150, (20, 160, 60)))
+    page.fill("#image-url", url)
+    page.wait_for_selector("#preview-image", state="visible")
+    page.wait_for_function("() => document.querySelector('#size-info').textContent.includes('generated at')")
+    auto = httpx.get(live.api + "/playground/output-size", params={"width": 300, "height": 150}).json()
+    assert f"300×150 px → generated at {auto['width']}×{auto['height']} (auto)" in page.text_content("#size-info")
+    assert page.evaluate("document.querySelector('#preview-image').naturalWidth") == 300
+    assert f'"input_image": "{url}"' in page.text_content("#snippet")
+    page.fill("#image-url", image_host.base + "/missing.png")
+    page.wait_for_function("() => document.querySelector('#size-info').textContent.includes('could not use')")
+    assert "404" in page.text_content("#size-info") and page.is_hidden("#preview-image")
+    assert watched.foreign_requests(live.base) == []  # the image host (another origin) was never asked
     watched.close()
 
 

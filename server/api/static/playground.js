@@ -22,6 +22,7 @@ const state = {
   model: null,
   form: null,
   image: null, // the picked file: {dataUri, name, mime, width, height, objectUrl}
+  remote: null, // the URL's image as the server described it: {url, name, width, height}
   jobs: new Map(), // generation id -> its row (GET /api/ai/queue/{id})
   live: new Map(), // generation id -> the last progress event (stage, step, total, progress)
   order: [], // history order, newest first
@@ -207,11 +208,15 @@ async function useFile(file) {
   }
   hideFormError();
   $("image-url").value = "";
+  state.remote = null;
   $("preview-image").src = state.image.objectUrl;
+  $("preview-image").hidden = false;
   $("preview").hidden = false;
   updateSize();
   updateSnippet();
 }
+
+let urlTimer = null;
 
 function useUrl() {
   const url = $("image-url").value.trim();
@@ -220,35 +225,58 @@ function useUrl() {
     state.image = null;
     $("image-file").value = "";
   }
-  $("preview").hidden = !state.image && !url;
-  $("preview-image").hidden = !state.image;
-  if (!state.image) $("preview-image").removeAttribute("src");
-  updateSize();
+  if (state.remote?.url !== url) state.remote = null;
+  $("preview").hidden = !url;
+  $("preview-image").hidden = true;
+  $("preview-image").removeAttribute("src");
+  $("size-info").textContent = url ? "Fetching the image through the server…" : "";
+  clearTimeout(urlTimer);
+  if (/^https?:\/\/\S+$/i.test(url)) urlTimer = setTimeout(describeUrl, 500); // after typing stops
   updateSnippet();
+}
+
+let urlRequest = 0;
+
+async function describeUrl() {
+  const url = $("image-url").value.trim();
+  const ticket = ++urlRequest;
+  try {
+    // The server fetches it as a job would (same address checks and limits): this page loads
+    // nothing from the image's host, and sees only a small preview.
+    const described = await api("/api/playground/start-image", { method: "POST",
+      json: { input_image: url, resolution: currentResolution() } });
+    if (ticket !== urlRequest || $("image-url").value.trim() !== url) return;
+    state.remote = { url, name: "the URL's image", width: described.width, height: described.height };
+    $("preview-image").src = described.preview;
+    $("preview-image").hidden = false;
+    updateSize();
+  } catch (error) {
+    if (ticket !== urlRequest) return;
+    $("size-info").textContent = `The server could not use this URL: ${error.message}`;
+  }
+}
+
+function currentResolution() {
+  return state.form?.fields.get("resolution")?.control.value.trim() || "auto";
 }
 
 let sizeRequest = 0;
 
 async function updateSize() {
   const info = $("size-info");
-  const resolution = state.form?.fields.get("resolution")?.control.value.trim() || "auto";
-  $("preview-image").hidden = !state.image;
-  if (!state.image) {
-    info.textContent = $("image-url").value.trim()
-      ? "The server fetches this URL when you submit (this page never loads it); the size is decided then."
-      : "";
-    return;
-  }
-  const { width, height } = state.image;
+  const resolution = currentResolution();
+  const picked = state.image || state.remote;
+  if (!picked) return;
+  const { width, height } = picked;
   const ticket = ++sizeRequest;
   try {
     const size = await api(`/api/playground/output-size?width=${width}&height=${height}`
       + `&resolution=${encodeURIComponent(resolution)}`);
     if (ticket !== sizeRequest) return;
-    info.textContent = `${state.image.name}: ${width}×${height} px → generated at ${size.width}×${size.height} (${resolution})`;
+    info.textContent = `${picked.name}: ${width}×${height} px → generated at ${size.width}×${size.height} (${resolution})`;
   } catch (error) {
     if (ticket !== sizeRequest) return;
-    info.textContent = `${state.image.name}: ${width}×${height} px. Resolution: ${error.message}`;
+    info.textContent = `${picked.name}: ${width}×${height} px. Resolution: ${error.message}`;
   }
 }
 

@@ -4,15 +4,18 @@ The page itself runs in a real browser in tests/e2e/test_playground.py."""
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from server.api.main import create_app
 from server.core.config import ServerConfig
-from serverkit import KEY_A
+from serverkit import KEY_A, png_bytes
 
 STATIC = Path(__file__).resolve().parents[3] / "server" / "api" / "static"
 
@@ -97,3 +100,33 @@ def test_output_size_refuses_bad_input_with_the_envelope(client):
     assert zero.status_code == 400 and "width and height" in zero.json()["error"]["detail"]
     anonymous = client.get("/api/playground/output-size", params={"width": 10, "height": 10})
     assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "unauthenticated"
+
+
+def test_start_image_url_is_fetched_as_a_job_would_be(client, image_host, tmp_path):
+    key = {"Authorization": f"Bearer {KEY_A}"}
+    # This app does not allow private addresses: the local image host is refused, as for a job.
+    refused = client.post("/api/playground/start-image", json={"input_image": image_host.base + "/ok.png"},
+                          headers=key)
+    assert refused.status_code == 400 and "private" in refused.json()["error"]["detail"].lower()
+    data_uri = client.post("/api/playground/start-image", json={"input_image": "data:image/png;base64,AAAA"},
+                           headers=key)
+    assert data_uri.status_code == 400 and "http(s) URL" in data_uri.json()["error"]["detail"]
+    assert client.post("/api/playground/start-image", json={"input_image": image_host.base + "/ok.png"}
+                       ).status_code == 401
+
+    config = ServerConfig(data_dir=tmp_path, allow_private_urls=True)
+    with TestClient(create_app(config), client=("127.0.0.1", 50000)) as local:
+        url = image_host.add("/wide.png", png_bytes(800, 400))
+        described = local.post("/api/playground/start-image", json={"input_image": url}).json()
+        assert (described["width"], described["height"]) == (800, 400)
+        assert described["output"] == local.get("/api/playground/output-size",
+                                                params={"width": 800, "height": 400}).json()
+        assert described["preview"].startswith("data:image/jpeg;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(described["preview"].split(",", 1)[1]))) as preview:
+            assert preview.size == (320, 160)  # a small preview, aspect kept
+        square = local.post("/api/playground/start-image", json={"input_image": url, "resolution": "square"})
+        assert square.json()["output"] == {"width": 512, "height": 512, "resolution": "square"}
+        missing = local.post("/api/playground/start-image", json={"input_image": image_host.base + "/missing.png"})
+        assert missing.status_code == 400 and "HTTP 404" in missing.json()["error"]["detail"]
+        bad = local.post("/api/playground/start-image", json={"input_image": url, "resolution": "7x7"})
+        assert bad.status_code == 400 and "resolution" in bad.json()["error"]["detail"]
