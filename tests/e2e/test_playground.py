@@ -318,10 +318,21 @@ def test_playground_with_keys_wrong_key_message_and_per_key_history(browser, key
     assert page.locator(f"[data-id='{alices}']").count() == 1
     assert page.locator(f"[data-id='{bobs}']").count() == 0 and "bob's private job" not in page.content()
 
-    # Bob's key: only bob's job.
+    # Bob's key: only bob's jobs, a page at a time (20), older ones on request.
+    bob = {"Authorization": f"Bearer {KEY_B}"}
+    more = []
+    for _ in range(6):
+        answer = httpx.post(live.api + "/ai/queue", json=tiny_body("bob's backlog", num_generations=4), headers=bob)
+        more += [g["generation_id"] for g in answer.json()["generations"]]
+    for generation_id in more:  # cancelled at once: they only fill the history
+        assert httpx.delete(f"{live.api}/ai/queue/{generation_id}", headers=bob).status_code == 200
     page.fill("#api-key", KEY_B)
     page.click("#key-save")
+    page.wait_for_selector(f"#history-list li[data-id='{more[-1]}']")
+    assert page.locator("#history-list li").count() == 20 and page.is_visible("#history-more")
+    page.click("#history-more")
     page.wait_for_selector(f"#history-list li[data-id='{bobs}']")
+    assert page.locator("#history-list li").count() == 25 and page.is_hidden("#history-more")
     assert page.locator(f"[data-id='{alices}']").count() == 0 and "alice's job" not in page.text_content("#history")
 
     # The key went only to this server and never into a URL.

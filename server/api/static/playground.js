@@ -12,7 +12,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const STAGES = { prepare: "preparing", stage1: "stage 1", upsample: "upsampling ×2", stage2: "stage 2",
   decode: "decoding", done: "done" };
 const SPECIAL_FIELDS = ["prompt", "input_image"]; // rendered by the page itself (image picker, prompt box)
-const HISTORY_PAGE_SIZE = 50;
+const HISTORY_PAGE_SIZE = 20;
 
 const $ = (id) => document.getElementById(id);
 
@@ -585,17 +585,33 @@ function scheduleHistoryReload() {
 async function loadHistory() {
   let page;
   try {
-    page = await api(`/api/ai/generations?page_size=${HISTORY_PAGE_SIZE}`);
+    page = await api(`/api/ai/generations?page_size=${HISTORY_PAGE_SIZE}&page=1`);
   } catch (error) {
     if (error.status !== 401) showPageError(`Could not load the history: ${error.message}`);
     return;
   }
   state.order = [];
+  state.historyPage = 1;
   for (const row of page.generations) remember(row);
   const list = $("history-list");
   for (const id of state.order) list.append(state.items.get(id)); // newest first, as the server sent them
   $("history-empty").hidden = state.order.length > 0;
+  $("history-more").hidden = page.total_pages <= 1;
   list.dataset.loads = String(Number(list.dataset.loads || 0) + 1); // lets a test (or a person) tell a reload happened
+}
+
+async function loadOlder() {
+  const next = (state.historyPage || 1) + 1;
+  let page;
+  try {
+    page = await api(`/api/ai/generations?page_size=${HISTORY_PAGE_SIZE}&page=${next}`);
+  } catch (error) {
+    if (error.status !== 401) showPageError(`Could not load the history: ${error.message}`);
+    return;
+  }
+  state.historyPage = next;
+  for (const row of page.generations) if (!state.jobs.has(row.generation_id)) remember(row);
+  $("history-more").hidden = next >= page.total_pages;
 }
 
 async function loadPoster(id, image) {
@@ -679,6 +695,7 @@ function start() {
   $("cancel").addEventListener("click", cancelShown);
   $("rerun").addEventListener("click", runAgain);
   $("history-refresh").addEventListener("click", loadHistory);
+  $("history-more").addEventListener("click", loadOlder);
   wireImageInputs();
   connect();
 }
