@@ -9,6 +9,7 @@ after a finished job).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -102,7 +103,7 @@ def keyed_server(live_server_factory):
     return live_server_factory(["--api-keys", f"alice:{KEY_A},bob:{KEY_B}", "--lease-seconds", "6"])
 
 
-def test_playground_job_from_upload_to_video_cancel_failure_and_history(browser, open_server, tmp_path):
+def test_playground_job_from_upload_to_video_cancel_failure_and_history(browser, open_server, tmp_path, have_jq):
     live = open_server
     watched = Watched(browser, viewport={"width": 1280, "height": 1000})
     page = watched.page
@@ -148,7 +149,14 @@ def test_playground_job_from_upload_to_video_cancel_failure_and_history(browser,
     from_script = ran.stdout.strip()
     httpx.delete(f"{live.api}/ai/queue/{from_script}")  # not needed to run: only its recorded request matters
     page.click("#show-curl")
-    assert "curl -X POST" in page.text_content("#snippet") and "base64 -w0 'start.png'" in page.text_content("#snippet")
+    command = page.text_content("#snippet")
+    assert "curl -X POST" in command and "base64 -w0 'start.png'" in command
+    from_curl = None
+    if have_jq:  # CI installs jq; the cURL command builds the data: URI with base64 and jq
+        ran = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        from_curl = json.loads(ran.stdout)["generations"][0]["generation_id"]
+        httpx.delete(f"{live.api}/ai/queue/{from_curl}")
 
     # Submit through the queue and watch the progress advance through both stages.
     record_progress(page)
@@ -166,9 +174,10 @@ def test_playground_job_from_upload_to_video_cancel_failure_and_history(browser,
     job_id = page.text_content("#viewer-id")
     row = httpx.get(f"{live.api}/ai/queue/{job_id}").json()
     assert row["status"] == "succeeded" and row["num_frames"] == 9 and row["resolution"] == "128x128"
-    scripted = httpx.get(f"{live.api}/ai/queue/{from_script}").json()
     request_fields = [name for name in schema["properties"] if name != "seed"]
-    assert {k: scripted[k] for k in request_fields} == {k: row[k] for k in request_fields}
+    for snippet_job in filter(None, (from_script, from_curl)):  # the snippets sent the very same request
+        sent = httpx.get(f"{live.api}/ai/queue/{snippet_job}").json()
+        assert {k: sent[k] for k in request_fields} == {k: row[k] for k in request_fields}
 
     # The video plays inline: a loadable MP4 of num_frames / fps seconds, with its audio decoded.
     page.wait_for_function("() => document.querySelector('#viewer-video').readyState >= 1", timeout=30_000)
@@ -220,6 +229,7 @@ def test_playground_job_from_upload_to_video_cancel_failure_and_history(browser,
         .map(li => [li.dataset.id, li.querySelector('.badge').textContent]))""")
     assert statuses[job_id] == statuses[again] == "succeeded"
     assert statuses[cancelled] == statuses[from_script] == "cancelled" and statuses[failed] == "failed"
+    assert from_curl is None or statuses[from_curl] == "cancelled"
     assert "Out of memory" in page.text_content(f"#history-list li[data-id='{failed}'] .history-error")
     page.wait_for_function(f"() => document.querySelector(\"li[data-id='{job_id}'] img.poster\").naturalWidth > 0")
     assert page.evaluate(f"document.querySelector(\"li[data-id='{job_id}'] img.poster\").naturalWidth") == 128

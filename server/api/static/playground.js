@@ -374,7 +374,8 @@ async function submit(event) {
     remember(row, { prepend: true });
     show(id, { focus: false });
     // In one column (a phone) the viewer is below the form: bring the progress into sight.
-    $("viewer").scrollIntoView({ block: "nearest", behavior: "smooth" });
+    const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    $("viewer").scrollIntoView({ block: "nearest", behavior: still ? "auto" : "smooth" });
   } catch (error) {
     if (error.status !== 401) showFormError(`The server did not accept the request: ${error.message}`);
   } finally {
