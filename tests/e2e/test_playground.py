@@ -418,6 +418,7 @@ def test_playground_form_copes_with_any_schema_and_parses_sse_in_chunks(browser,
             style: { anyOf: [{ enum: ['a', 'b'], type: 'string' }, { type: 'null' }], default: null, title: 'Style' },
             strength: { type: 'number', exclusiveMinimum: 0, maximum: 2, default: 1, title: 'Strength' },
             mystery: { title: 'Mystery' },
+            count: { type: ['integer', 'null'], minimum: 1, default: null, title: 'Count' },
           } };
         const box = document.createElement('div'); document.body.append(box);
         const form = new SchemaForm(box, schema, ['prompt']);
@@ -427,6 +428,7 @@ def test_playground_form_copes_with_any_schema_and_parses_sse_in_chunks(browser,
         document.querySelector('#param-keyframes').value = '[{"frame": 8, "image": "https://x/y.png"}]';
         document.querySelector('#param-enhance_prompt').checked = true;
         document.querySelector('#param-style').value = '"b"';
+        document.querySelector('#param-count').value = '3';
         const edited = form.read();
         document.querySelector('#param-loras').value = '[{';
         const broken = form.read();
@@ -434,12 +436,12 @@ def test_playground_form_copes_with_any_schema_and_parses_sse_in_chunks(browser,
                  labels: [...box.querySelectorAll('label')].map(l => l.htmlFor) };
     }""")
     assert result["kinds"] == {"enhance_prompt": "checkbox", "keyframes": "json", "loras": "json", "style": "select",
-                               "strength": "number", "mystery": "json"}
+                               "strength": "number", "mystery": "json", "count": "number"}
     assert list(result["kinds"])[0] == "enhance_prompt"  # x-order first
     assert sorted(result["advanced"]) == ["keyframes", "loras", "mystery"]
     assert result["untouched"] == {"values": {}, "errors": []}  # defaults are not sent
     assert result["edited"]["values"] == {"keyframes": [{"frame": 8, "image": "https://x/y.png"}],
-                                          "enhance_prompt": True, "style": "b"}
+                                          "enhance_prompt": True, "style": "b", "count": 3}
     assert len(result["broken"]) == 1 and result["broken"][0].startswith("Loras: not valid JSON")
     assert sorted(result["labels"]) == sorted(f"param-{name}" for name in result["kinds"])
 

@@ -25,6 +25,11 @@ export function describeProperty(prop, root) {
     nullable = concrete.length < options.length;
     node = concrete.length === 1 ? { ...concrete[0], ...withoutUnion(node) } : { ...node, type: "json" };
   }
+  if (Array.isArray(node.type)) { // {"type": ["integer", "null"]}
+    const types = node.type.filter((name) => name !== "null");
+    nullable = nullable || types.length < node.type.length;
+    node = { ...node, type: types.length === 1 ? types[0] : "json" };
+  }
   const info = { nullable, type: node.type, enum: node.enum, min: node.minimum ?? node.exclusiveMinimum,
     max: node.maximum ?? node.exclusiveMaximum, examples: node.examples };
   if (Array.isArray(node.enum)) info.kind = "select";
@@ -150,13 +155,13 @@ class Field {
 
   /** {value} to send, {omit: true} when it is the default (or empty), or {error}. */
   read() {
-    const { kind, type, nullable } = this.info;
+    const { kind, type } = this.info;
     const raw = this.control.value;
     let value;
     if (kind === "checkbox") value = this.control.checked;
     else if (kind === "select") value = raw === "" ? null : JSON.parse(raw);
     else if (kind === "number") {
-      if (raw.trim() === "") return nullable ? { omit: true } : { omit: true };
+      if (raw.trim() === "") return { omit: true }; // empty: the server's default (or its choice, for a seed)
       value = Number(raw);
       if (!Number.isFinite(value) || (type === "integer" && !Number.isInteger(value))) {
         return { error: `${this.label}: must be ${type === "integer" ? "a whole number" : "a number"}.` };
