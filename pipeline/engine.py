@@ -214,12 +214,6 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = [
-    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
-    "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
-]
-
-
 def output_size(resolution: str, image_width: int, image_height: int) -> tuple[int, int]:
     """The (width, height) a job is generated at for `resolution` and its start image's upright size.
 
@@ -227,3 +221,10 @@ def output_size(resolution: str, image_width: int, image_height: int) -> tuple[i
     shows before submitting cannot drift from the one the model uses.
     """
     return plan_size(resolution, image_width, image_height)
+
+
+__all__ = [
+    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
+    "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
+    "output_size",
+]
