@@ -30,7 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from pipeline.errors import PlanError, RequestTooLarge
-from pipeline.geometry import REFERENCE_TILING, Geometry, job_geometry
+from pipeline.geometry import REFERENCE_TILING, VAE_SPATIAL, Geometry, job_geometry
 
 GiB = 1024**3
 
@@ -262,11 +262,25 @@ def _decode_bytes(shape: Geometry, tiled: bool, calibration: Calibration = Calib
     """One temporal group's decode; `tiled` False: frames decoded whole (no spatial split), for comparison."""
     frames = min(DECODE_GROUP_FRAMES, shape.generated_frames)
     carried = min(DECODE_CARRIED_FRAMES, max(shape.generated_frames - frames, 0))
-    tile_w, tile_h = (min(shape.width, VAE_TILE), min(shape.height, VAE_TILE)) if tiled else (shape.width, shape.height)
+    tile_w, tile_h = (_tile_pixels(shape.width, shape), _tile_pixels(shape.height, shape)) if tiled else (
+        shape.width, shape.height)
     plane = shape.width * shape.height * BF16
     decoding = int(frames * tile_w * tile_h * calibration.decode_bytes_per_pixel) + 4 * (frames + carried) * plane
     dividing = DECODE_GROUP_PLANES * frames * plane
     return max(decoding, dividing)
+
+
+def _tile_pixels(axis: int, shape: Geometry) -> int:
+    """A spatial tile's extent along one axis, as pipeline.generation.decode.spatial_tile_size sizes it.
+
+    The 512 px tile scaled by this axis over the long side (a landscape frame gets shorter tiles
+    in height), never under the overlap + 1 cells, never past the axis. Pure arithmetic here, so
+    the planner stays free of torch; tests/unit/pipeline/test_memory_plan.py checks it against decode's.
+    """
+    cells, long_cells = axis // VAE_SPATIAL, max(shape.width, shape.height) // VAE_SPATIAL
+    tile = VAE_TILE // VAE_SPATIAL
+    size = max(max(2, REFERENCE_TILING.overlap_pixels // VAE_SPATIAL + 1), round(tile * cells / long_cells))
+    return min(size, cells) * VAE_SPATIAL
 
 
 def _transformer_activation_bytes(shape: Geometry, calibration: Calibration = Calibration()) -> int:

@@ -35,8 +35,9 @@ class _FlashAttention(TorchFunctionMode):
             query = args[0] if args else kwargs["query"]
             value = args[2] if len(args) > 2 else kwargs["value"]
             out_shape = (*query.shape[:-1], value.shape[-1])
+            out = torch.empty(out_shape, dtype=query.dtype, device=query.device)
             torch.empty(query.shape[:-1], dtype=torch.float32, device=query.device)  # log-sum-exp, freed at once
-            return torch.empty(out_shape, dtype=query.dtype, device=query.device)
+            return out
         return func(*args, **kwargs)
 
 

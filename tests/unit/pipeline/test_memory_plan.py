@@ -310,3 +310,15 @@ def test_the_hosts_memory_is_the_machines_or_its_containers_limit(tmp_path):
     assert physical_memory_bytes((unlimited,)) == machine
     assert physical_memory_bytes((unlimited, limited)) == min(machine, 8 * GiB)
     assert physical_memory_bytes((tmp_path / "absent",)) == machine
+
+
+@pytest.mark.parametrize(("width", "height"), [(768, 512), (1536, 1024), (1024, 576), (576, 1024), (512, 512),
+                                                (2048, 2048), (1024, 768), (256, 2048)])
+def test_the_planners_decode_tile_is_the_runtimes(width, height):
+    from pipeline.generation.decode import spatial_intervals
+
+    shape = job_geometry(width, height, 121)
+    rows, cols = spatial_intervals(height // 32, width // 32)
+    tallest = max(e - s for s, e in zip(rows.starts, rows.ends, strict=True)) * 32
+    widest = max(e - s for s, e in zip(cols.starts, cols.ends, strict=True)) * 32
+    assert (mp._tile_pixels(height, shape), mp._tile_pixels(width, shape)) == (tallest, widest)
