@@ -293,6 +293,20 @@ def _upsampler_bytes(shape: Geometry) -> int:
     return positions * 1024 * BF16 * 4 + 4 * positions * 128 * 4 * 2  # mid activations + 2x output
 
 
+def transformer_weight_bytes(plan: str) -> int:
+    """GPU bytes of the transformer's weights under `plan` while it computes (bench/gpu_check.py measures them)."""
+    s = spec(plan)
+    block_bytes = TRANSFORMER_BLOCK_PARAMS // TRANSFORMER_LAYERS * BF16
+    rest = TRANSFORMER_PARAMS - TRANSFORMER_BLOCK_PARAMS
+    if s.transformer == "bf16":
+        return TRANSFORMER_PARAMS * BF16
+    if s.transformer == "fp8":
+        # fp8 blocks + bf16 everything else; one block's bf16 copy exists while it computes.
+        return TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
+    # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
+    return rest * BF16 + 2 * block_bytes
+
+
 def estimate(
     plan: str, shape: Geometry, vae_tiling: bool | None = None, calibration: Calibration | None = None
 ) -> Estimate:
@@ -300,15 +314,7 @@ def estimate(
     calibration = CALIBRATION if calibration is None else calibration
     s = spec(plan)
     tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
-    block_bytes = TRANSFORMER_BLOCK_PARAMS // TRANSFORMER_LAYERS * BF16
-    rest = TRANSFORMER_PARAMS - TRANSFORMER_BLOCK_PARAMS
-    if s.transformer == "bf16":
-        transformer = TRANSFORMER_PARAMS * BF16
-    elif s.transformer == "fp8":
-        # fp8 blocks + bf16 everything else; one block's bf16 copy exists while it computes.
-        transformer = TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
-    else:  # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
-        transformer = rest * BF16 + 2 * block_bytes
+    transformer = transformer_weight_bytes(plan)
     # leaf-level streaming: the largest leaf computing while the next one arrives
     connectors = CONNECTORS_PARAMS * BF16 if s.connectors == "gpu" else 2 * CONNECTOR_LARGEST_LEAF_PARAMS * BF16
     small = (VAE_PARAMS + AUDIO_VAE_PARAMS + VOCODER_PARAMS + UPSAMPLER_PARAMS) * BF16
