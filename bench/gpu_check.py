@@ -83,8 +83,10 @@ class Sizes:
     large_job: tuple[str, int]  # the tiny model's job that a capped card cannot hold (resolution, frames)
 
 
+# The large tiny-model job must pass admission (the real model's estimate) on an 80 GB card too,
+# so that it fails by running out of memory, not by being refused.
 REAL = Sizes(registry.REAL_CONFIGS, [(768, 512, 121), (1536, 1024, 121)], (768, 512, 121), 1024, 3, "256x256",
-             ("1024x1024", 241))
+             ("1024x576", 121))
 
 
 def tiny_sizes() -> Sizes:
@@ -614,6 +616,10 @@ def run(out_dir: Path, dry_run: bool, budget_s: float, sections: list[str] | Non
     if not dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device (use --dry-run for the CPU rehearsal)")
     device = torch.device("cpu" if dry_run else "cuda")
+    import diffusers  # deferred: its version goes in the report; the pipeline imports it anyway
+
+    print(f"gpu_check: torch {torch.__version__}, diffusers {diffusers.__version__}, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU dry run'}", flush=True)
     check = Check(device, tiny_sizes() if dry_run else REAL, dry_run, time.perf_counter() + budget_s,
                   torch.float32 if dry_run else torch.bfloat16)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +648,8 @@ def run(out_dir: Path, dry_run: bool, budget_s: float, sections: list[str] | Non
     report = {
         "mode": "cuda" if check.cuda else "dry-run (CPU, tiny sizes)", "date": time.strftime("%Y-%m-%d"),
         "device_name": torch.cuda.get_device_name(device) if check.cuda else platform.processor() or "cpu",
-        "torch": torch.__version__, "seconds": time.perf_counter() - started, "status": status,
+        "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "seconds": time.perf_counter() - started, "status": status,
         "records": check.records,
     }
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))

@@ -186,3 +186,34 @@ def test_describe_weights_says_what_load_would_load(tmp_path):
     assert (info.path / "model_index.json").is_file()
     with pytest.raises(WeightsError, match="use auto, tiny or a weights directory"):
         describe_weights(EngineSpec(weights=str(tmp_path / "nothing"), data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("error", "is_oom"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"), True),
+        (RuntimeError("shape mismatch"), False),
+        (ValueError("out of memory"), False),  # not a device error, whatever it says
+    ],
+)
+def test_what_counts_as_out_of_memory(error, is_oom):
+    from pipeline.generation.runtime import is_out_of_memory
+
+    assert is_out_of_memory(error) is is_oom
+
+
+def test_an_accelerator_error_saying_out_of_memory_is_out_of_memory():
+    from pipeline.generation.runtime import is_out_of_memory
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is None:
+        pytest.skip("this torch has no AcceleratorError")
+    # Built without its C++ constructor's arguments: the class is what matters here.
+    error = accelerator_error.__new__(accelerator_error)
+    Exception.__init__(error, "CUDA error: out of memory")
+    assert is_out_of_memory(error)
+    other = accelerator_error.__new__(accelerator_error)
+    Exception.__init__(other, "CUDA error: an illegal memory access was encountered")
+    assert not is_out_of_memory(other)
