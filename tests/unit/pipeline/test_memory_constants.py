@@ -138,6 +138,7 @@ def test_decoder_bytes_per_output_pixel(vae):
     assert max(per_pixel) <= mp.DECODE_BYTES_PER_PIXEL <= max(per_pixel) * 1.1
 
 
+@pytest.mark.slow  # ~10 s: every tile of two real-size clips through the real decoder (on meta)
 @pytest.mark.parametrize(("width", "height", "frames"), [(768, 512, 121), (1536, 1024, 121)])
 def test_the_decode_phase_estimate_covers_the_runtimes_tiled_decode(vae, width, height, frames):
     """The reference tiling's whole decode (tiles, group buffers, carried overlap, uint8 frames) vs `_decode_bytes`."""
