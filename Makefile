@@ -35,3 +35,19 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all
+
+# The pure-Python wheels (and imageio-ffmpeg's bundled ffmpeg) that the lent GPU machine's image
+# lacks, for bench/gpu_check.py there: it has torch, transformers, accelerate, safetensors,
+# tokenizers, huggingface_hub, numpy and Pillow, and no network. ~39 MiB (limit: 64 with the tree).
+# imageio-ffmpeg 0.6.0: 29 MiB where 0.8.x is 68. The run command is in BENCHMARKS.md ("GPU check").
+GPU_WHEELS := diffusers==0.42.1 importlib_metadata==10.2.0 imageio-ffmpeg==0.6.0 pydantic==2.14.4 \
+	pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+
+.PHONY: gpu-bundle
+gpu-bundle:
+	rm -rf .whl && mkdir -p .whl
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	du -sh .whl

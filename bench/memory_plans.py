@@ -18,7 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.geometry import job_geometry  # noqa: E402
 from pipeline.params import RESOLUTION_PRESETS  # noqa: E402
-from pipeline.placement.plan import PLANS, GiB, choose_plan, estimate, usable_vram  # noqa: E402
+from pipeline.placement.plan import (  # noqa: E402
+    CALIBRATION,
+    PLANS,
+    GiB,
+    choose_plan,
+    estimate,
+    host_fits,
+    usable_vram,
+)
 
 FRAMES = (121, 241, 481)
 CARDS_GIB = (24, 48, 80, 96, 141)
@@ -58,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print("|---:|---:|---|")
         for gib in CARDS_GIB:
             print(f"| {gib} | {usable_vram(gib * GiB) / GiB:.1f} | {choose_plan(gib * GiB)} |")
+        print()
+        print("| plan | host RAM for weights GiB (pinned, rounded) | peak while placing GiB | smallest host GiB |")
+        print("|---|---:|---:|---:|")
+        for plan in PLANS:
+            est = estimate(plan, job_geometry(1024, 576, 121))
+            smallest = next(gib for gib in range(4, 1025, 4) if host_fits(plan, gib * GiB))
+            print(f"| {plan} | {est.host_ram / GiB:.1f} | {est.host_peak / GiB:.1f} | {smallest} |")
+        print()
+        print(f"Activation terms: {CALIBRATION.source}.")
     else:
         widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=False)]
         for r in [header, *table]:

@@ -31,6 +31,7 @@ from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback,
 from pipeline.geometry import plan_geometry, plan_size
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as planner
+from pipeline.placement.host import physical_memory_bytes
 
 PLAN_NAMES: tuple[str, ...] = planner.PLANS  # fastest first; `--plan auto` picks by GPU memory
 GiB = planner.GiB
@@ -165,30 +166,35 @@ def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | 
     planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes)
 
 
-def memory_plan(requested: str | None, vram_bytes: int, index: int = -1) -> GpuPlan:
+def memory_plan(requested: str | None, vram_bytes: int, index: int = -1, host_ram_bytes: int | None = None) -> GpuPlan:
     """The plan `requested` (None / auto | resident | encoder-offload | fp8 | offload) gives a card of `vram_bytes`.
 
-    `auto` is the fastest plan whose estimate for the design request fits. Raises `PlanError` (a
-    `ValueError`) for an unknown name or a card too small for any plan. Pure arithmetic: no torch.
+    `auto` is the fastest plan whose estimate for the design request fits (and whose weights fit
+    `host_ram_bytes` of host RAM, when given). Raises `PlanError` (a `ValueError`) for an unknown
+    name, or a card or host too small for any plan. Pure arithmetic: no torch.
     """
-    plan = planner.resolve_plan(requested, vram_bytes)
+    plan = planner.resolve_plan(requested, vram_bytes, host_ram_bytes)
     return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes))
 
 
 def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
     """`memory_plan` for each visible CUDA GPU, with its index and name; [] without CUDA.
 
-    Raises `PlanError` naming the GPU ("GPU 1: ...") for an unknown plan or a GPU too small for any.
+    Raises `PlanError` naming the GPU ("GPU 1: ...") for an unknown plan, a GPU too small for any,
+    or a host without the RAM the plan keeps weights in (checked against this machine's memory).
     """
     import torch  # deferred: the door is imported by the API process and must not import torch
 
     if not torch.cuda.is_available():
         return []
+    count = torch.cuda.device_count()
+    host_ram = physical_memory_bytes()
+    share = None if host_ram is None else host_ram // count  # one worker per GPU, each pins its own weights
     plans = []
-    for index in range(torch.cuda.device_count()):
+    for index in range(count):
         props = torch.cuda.get_device_properties(index)
         try:
-            plan = memory_plan(requested, int(props.total_memory), index)
+            plan = memory_plan(requested, int(props.total_memory), index, share)
         except PlanError as exc:
             raise PlanError(f"GPU {index}: {exc}") from None
         plans.append(dataclasses.replace(plan, name=props.name))

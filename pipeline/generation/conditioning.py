@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -24,6 +23,8 @@ def h264_round_trip(frame: np.ndarray, crf: int = CONDITIONING_CRF) -> np.ndarra
     As the reference, odd edges are dropped first (4:2:0 needs even sides). Runs in-process on
     PyAV's libavcodec: no subprocess per job, and the same conversions the reference uses.
     """
+    import av  # deferred: only this round trip needs PyAV (image_crf 0 runs without it, as on a bare GPU image)
+
     frame = np.ascontiguousarray(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:

@@ -278,6 +278,7 @@ class VideoGenerator:
         geometry: Geometry,
         tracker: _Tracker,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        tracker.stage = stage  # an out-of-memory error in its first pass is named after this stage
         fps = float(geometry.fps)
         coords = self._coords(latent_shape, audio.shape[1], fps)
         sigma = sigma_tensor(sigmas).to(self.device)
@@ -313,6 +314,7 @@ class VideoGenerator:
 
     def _video_frames(self, latents: torch.Tensor, geometry: Geometry, tracker: _Tracker):
         """Normalized video latents -> uint8 frame chunks, one per temporal group of the reference's tiling."""
+        tracker.stage = "decode"
         vae = self.components.vae
         latents = self._denormalize(latents).to(self.dtype)
         remaining = geometry.num_frames
@@ -419,6 +421,7 @@ class VideoGenerator:
     def _upsample(self, stage1_video: torch.Tensor, tracker: _Tracker) -> torch.Tensor:
         """The x2 latent upsampler, on the un-normalized latent."""
         tracker.check()
+        tracker.stage = "upsample"
         upsampled = self.components.latent_upsampler(self._denormalize(stage1_video).to(self.dtype))
         upsampled = self._normalize(upsampled.float())
         tracker.report("upsample", 1, 1)
@@ -439,24 +442,26 @@ class VideoGenerator:
         timings: dict[str, float] = {}
         passes_before = self.transformer_passes
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_RANGE)
-        try:
-            with torch.inference_mode():
-                result = self.denoise(request, image, seed, tracker, image_crf, timings)
-                geometry = result.geometry
-                # Decode: audio first (small), then video streamed into ffmpeg one temporal tile group at a time.
-                clock = time.perf_counter()
-                waveform = None
-                if request.generate_audio:
-                    waveform = self._decode_audio(result.audio, geometry.audio_samples(OUTPUT_SAMPLE_RATE))
-                frames = self._video_frames(result.video, geometry, tracker)
-                del result
-                path = write_mp4(
-                    output, frames, geometry.width, geometry.height, geometry.fps,
-                    request.video_quality, waveform, OUTPUT_SAMPLE_RATE, self.encoder_threads,
-                )
-                timings["decode_and_encode"] = time.perf_counter() - clock
-        finally:
-            self.release_memory()
+        # No try/finally around the job: freeing while an exception is in flight frees nothing (its
+        # traceback holds the job's frames and their tensors). On failure the caller frees once
+        # the exception is handled (pipeline.engine.Engine.generate, after its except block).
+        with torch.inference_mode():
+            result = self.denoise(request, image, seed, tracker, image_crf, timings)
+            geometry = result.geometry
+            # Decode: audio first (small), then video streamed into ffmpeg one temporal tile group at a time.
+            clock = time.perf_counter()
+            tracker.stage = "decode"
+            waveform = None
+            if request.generate_audio:
+                waveform = self._decode_audio(result.audio, geometry.audio_samples(OUTPUT_SAMPLE_RATE))
+            frames = self._video_frames(result.video, geometry, tracker)
+            del result
+            path = write_mp4(
+                output, frames, geometry.width, geometry.height, geometry.fps,
+                request.video_quality, waveform, OUTPUT_SAMPLE_RATE, self.encoder_threads,
+            )
+            timings["decode_and_encode"] = time.perf_counter() - clock
+        self.release_memory()
         return Result(
             path=path,
             seed=seed,
@@ -470,7 +475,11 @@ class VideoGenerator:
         )
 
     def release_memory(self) -> None:
-        """Return a job's tensors to the allocator (after success, cancel or error alike)."""
+        """Return freed tensors' memory to the device (CUDA: `empty_cache`), after collecting cycles.
+
+        Call it where the job's tensors are unreachable: after a success, or after the handler of
+        its exception has finished (the traceback keeps every frame's tensors alive until then).
+        """
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

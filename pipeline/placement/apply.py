@@ -5,13 +5,20 @@ What each plan does to the modules:
 * `resident`: every component on the GPU in bf16.
 * `encoder-offload`: as resident, except Gemma's language model, which stays in pinned host
   RAM and is copied to the GPU for each encoder call (`EncoderSwap`), then dropped again.
-* `fp8`: the transformer's weights are stored in `float8_e4m3fn` and upcast to bf16 layer by
-  layer for compute (diffusers' layerwise casting; norms and in/out projections stay bf16).
+* `fp8`: the weights of the transformer's 48 repeated blocks are stored in `float8_e4m3fn` and
+  upcast to bf16 layer by layer for compute (diffusers' layerwise casting); the layers outside
+  the blocks (adaLN / modulation, projections) and all norms stay bf16 (`FP8_KEEP_BF16`).
   Gemma's 48 layers stay in pinned host RAM and visit the GPU one at a time (its embeddings
   stay on the GPU). The copies are synchronous: encoding runs only on prompt-cache misses.
 * `offload`: transformer (block level) and connectors (leaf level) stream from pinned host
   RAM on a side CUDA stream (diffusers group offloading, prefetching the next group while the
-  current one computes); Gemma as in `fp8`; the VAEs, vocoder and upsampler stay.
+  current one computes); the transformer's non-block layers stay on the GPU; weights are pinned
+  tensor by tensor (no second full copy at load); Gemma as in `fp8`; the VAEs, vocoder and
+  upsampler stay.
+
+Regional compile (`--compile`) runs only where the transformer is plain bf16 (`resident`,
+`encoder-offload`); under `fp8` and `offload` it is skipped with a warning (the plan's
+`compile_blocker` says why).
 
 Common to all: attention runs through PyTorch SDPA (flash / memory-efficient kernels);
 Gemma's `lm_head` is replaced by an identity (LTX reads hidden states, never logits: this
@@ -27,14 +34,17 @@ unit-tested (tests/integration/pipeline/test_execution.py), the rest follows the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from diffusers.hooks import apply_group_offloading
+from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
 
 from pipeline.geometry import Geometry
 from pipeline.placement import plan as memory_plan
+from pipeline.placement.host import physical_memory_bytes
 from pipeline.placement.plan import Estimate
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,14 @@ log = logging.getLogger(__name__)
 FP8_STORAGE = torch.float8_e4m3fn
 COMPUTE_DTYPE = torch.bfloat16
 _COMPILED_MARK = "_ltx_regionally_compiled"
+# Under fp8, only the 48 repeated blocks' layers are stored in fp8. Everything outside them stays
+# bf16: the timestep and prompt adaLN (`time_embed`, `prompt_adaln`, their audio twins), the
+# audio-video cross-attention modulation (`av_cross_attn_*`) and the in/out projections, 0.43B
+# parameters (0.85 GB) that set every token's scale and shift, where fp8's 3 mantissa bits would
+# hurt most; diffusers' default patterns (norms, exactly `proj_in`/`proj_out`) cast all of them.
+# Norms inside the blocks stay bf16 too. re.search patterns over dotted module names; the root's
+# name is "" and must not match (it would skip everything).
+FP8_KEEP_BF16 = ("^(?!transformer_blocks|$)", "norm")
 
 
 def gpu_total_memory(device: torch.device | str) -> int | None:
@@ -88,7 +106,9 @@ class EncoderSwap:
                 self._host.append((tensor, host))
         self._handles = [
             hook.register_forward_pre_hook(self._onload),
-            hook.register_forward_hook(self._offload),
+            # always_call: a forward that raises (an OOM while encoding) must still drop the GPU
+            # copies, or the 22 GiB text tower stays on the card and every later job OOMs too.
+            hook.register_forward_hook(self._offload, always_call=True),
         ]
 
     def _onload(self, module: torch.nn.Module, args: Any) -> None:
@@ -155,7 +175,12 @@ def choose(device: torch.device | str, requested: str | None = None) -> tuple[st
     vram = gpu_total_memory(device)
     if vram is None:
         return (memory_plan.spec(requested).name if requested not in (None, "", "auto") else "resident"), None
-    return memory_plan.resolve_plan(requested, vram), vram
+    # The host's RAM as this process sees it (a worker sees one GPU; `serve` checks each GPU's share
+    # of the host before starting workers: pipeline.engine.gpu_plans).
+    share = physical_memory_bytes()
+    if share is not None:
+        share //= max(torch.cuda.device_count(), 1)
+    return memory_plan.resolve_plan(requested, vram, share), vram
 
 
 def _use_sdpa(name: str, module: torch.nn.Module, actions: list[str]) -> None:
@@ -169,16 +194,61 @@ def _use_sdpa(name: str, module: torch.nn.Module, actions: list[str]) -> None:
 
 
 def _stream_offload(module: torch.nn.Module, device: torch.device, offload_type: str) -> None:
+    pin_in_place(module)
+    on_gpu = device.type == "cuda"  # streams exist only there; on a CPU (tests) the same hooks run synchronously
     apply_group_offloading(
         module,
         onload_device=device,
         offload_device=torch.device("cpu"),
         offload_type=offload_type,
         num_blocks_per_group=1 if offload_type == "block_level" else None,
-        use_stream=True,  # prefetch the next group on a side stream while this one computes
-        record_stream=True,  # lets the offload skip a full synchronisation
+        use_stream=on_gpu,  # prefetch the next group on a side stream while this one computes
+        record_stream=on_gpu,  # lets the offload skip a full synchronisation
         low_cpu_mem_usage=False,  # pinned host copies made once, up front: fastest transfers
     )
+
+
+def _pin(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.pin_memory() if torch.cuda.is_available() else tensor
+
+
+def pin_in_place(module: torch.nn.Module, pin: Callable[[torch.Tensor], torch.Tensor] = _pin) -> int:
+    """Replace each host tensor of `module` by its pinned copy, one tensor at a time; returns the tensors pinned.
+
+    diffusers' group offloading pins every tensor of the model before any pageable copy is
+    dropped (a second full copy of the weights at load: ~70 GiB for the `offload` plan); pinned
+    here first, each pageable tensor is freed as soon as its pinned copy exists, and diffusers
+    finds them pinned already (`Tensor.pin_memory()` of a pinned tensor is the tensor itself).
+    Without CUDA there is nothing to pin (`pin` is the identity).
+    """
+    count = 0
+    seen: set[int] = set()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) in seen or tensor.device.type != "cpu":
+            continue
+        seen.add(id(tensor))
+        tensor.data = pin(tensor.data)
+        count += 1
+    return count
+
+
+def keep_unmatched_resident(module: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+    """Keep the layers outside the repeated blocks on the GPU under block-level group offloading.
+
+    diffusers puts a model's non-block layers (here `time_embed`, the adaLN and modulation layers,
+    the projections: 0.43B parameters) in one "unmatched" group that is copied to the GPU and
+    back on every pass, synchronously. The planner counts them as resident, so they are: the
+    group's offload device becomes the GPU, which makes its offload a no-op. Returns the
+    group's leader module (None when the model has no such group).
+    """
+    registry = getattr(module, "_diffusers_hook", None)
+    hook = registry.get_hook(_GROUP_OFFLOADING) if registry is not None else None
+    if hook is None:
+        return None
+    group = hook.group
+    group.offload_device = device
+    group.onload_()  # once: from now on onload and offload move nothing
+    return group.onload_leader
 
 
 def place_component(
@@ -211,15 +281,19 @@ def place_component(
     if name == "transformer":
         if spec.transformer == "fp8":
             # Cast to fp8 on the host, then move: the bf16 copy never touches the GPU.
-            module.enable_layerwise_casting(storage_dtype=FP8_STORAGE, compute_dtype=COMPUTE_DTYPE)
+            module.enable_layerwise_casting(storage_dtype=FP8_STORAGE, compute_dtype=COMPUTE_DTYPE,
+                                            skip_modules_pattern=FP8_KEEP_BF16)
             module.to(device)
-            actions.append("transformer: fp8 storage, bf16 compute")
+            actions.append("transformer: fp8 storage for the repeated blocks, bf16 compute; the rest bf16")
         elif spec.transformer == "stream":
+            pin_in_place(module.transformer_blocks)
             module.enable_group_offload(
                 onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-                num_blocks_per_group=1, use_stream=True, record_stream=True, low_cpu_mem_usage=False,
+                num_blocks_per_group=1, use_stream=device.type == "cuda", record_stream=device.type == "cuda",
+                low_cpu_mem_usage=False,
             )
-            actions.append("transformer: block-level group offload on a CUDA stream")
+            keep_unmatched_resident(module, device)
+            actions.append("transformer: block-level group offload on a CUDA stream; non-block layers resident")
         else:
             module.to(device)
         return module
@@ -307,6 +381,13 @@ def apply_plan(
     swaps = list(getattr(components.text_encoder, "_ltx_swaps", []))
     execution = Execution(chosen, device, vram, actions=actions, encoder_swaps=swaps)
     if compile_blocks:
-        execution.compiled = compile_transformer(components.transformer)
-        actions.append("transformer: repeated blocks compiled (regional torch.compile)")
+        blocker = memory_plan.spec(chosen).compile_blocker
+        if blocker is not None:
+            # Skipped, not refused: `auto` picks these plans on 48 and 24 GB cards, and the
+            # worker is still useful uncompiled.
+            log.warning("--compile skipped under plan %s: %s", chosen, blocker)
+            actions.append(f"transformer: regional compile skipped ({blocker})")
+        else:
+            execution.compiled = compile_transformer(components.transformer)
+            actions.append("transformer: repeated blocks compiled (regional torch.compile)")
     return execution

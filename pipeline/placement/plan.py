@@ -24,11 +24,13 @@ with `bench/memory_plans.py --measure`; the refusal they drive errs on the safe 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 from pipeline.errors import PlanError, RequestTooLarge
-from pipeline.geometry import REFERENCE_TILING, Geometry, job_geometry
+from pipeline.geometry import REFERENCE_TILING, VAE_SPATIAL, Geometry, job_geometry
 
 GiB = 1024**3
 
@@ -54,32 +56,61 @@ VIDEO_WIDTH, AUDIO_WIDTH, TEXT_WIDTH = 4096, 2048, 3840
 MAX_SEQUENCE_LENGTH = 1024
 TEXT_HIDDEN_STATES = TEXT_ENCODER_LAYERS + 1
 
-# Hidden-state-sized bf16 tensors alive at the peak of a transformer pass: per-token modulation
-# held for the whole pass (adaLN 6 + cross-attention modulation 3 + audio-video scale/shift 4),
-# RoPE cos/sin in fp32 (4), and inside a block the residual, the norm output and the 4x-wide
-# feed-forward intermediate twice (10). 27, rounded up for allocator slack.
-TRANSFORMER_ACTIVATION_WIDTHS = 32
-# VAE decoder: its last stage runs 256 channels at H/4 x W/4 for every frame of a tile, in
-# bf16: 32 bytes per output pixel per tensor; ~4 such tensors alive in a causal-conv resnet.
-DECODE_BYTES_PER_PIXEL = 128
+# Activation terms, each backed by a measurement on the real widths: tests/unit/pipeline/
+# test_memory_constants.py runs the real-config modules on the meta device under a tensor-lifetime
+# tracker (tests/support/tensor_memory.py: what torch.cuda.max_memory_allocated would report, with
+# flash / memory-efficient SDPA) and checks each figure against it. A GPU's measured peaks, when
+# recorded in calibration.json beside this module, replace them (`load_calibration`).
+#
+# Denoising: hidden-state-sized bf16 tensors alive at the peak of a transformer pass, per video
+# token (x 4096) and audio token (x 2048). Measured 36.8 on a 2-layer model with the real widths
+# (slope over 2,048-6,144 video tokens; the peak does not depend on the layer count): the per-token
+# modulation held for the whole pass, RoPE in fp32, and inside a block the per-block copy of the
+# 9 x 4096 per-token `temb` (`get_mod_params`) beside the residual, norm output and the 4x-wide
+# feed-forward intermediate. 38: the measurement rounded up.
+TRANSFORMER_ACTIVATION_WIDTHS = 38
+# VAE decoder: bytes alive per *output* pixel (frames x height x width) of one decoder call, its
+# activations at 8 pixel frames per latent frame (72 inside a 9-latent-frame tile that yields 65)
+# included. Measured 73-74 on the real decoder in bf16 at 128-512 px tiles; 80 with a margin.
+DECODE_BYTES_PER_PIXEL = 80
 # The runtime decodes with the reference's tiling (pipeline.generation.decode, ltx-core's
 # TilingConfig.default()), one temporal group at a time: up to 64 + 1 pixel frames (8 latent
 # frames plus the one a later group re-reads for its causal first frame), in spatial tiles of at
 # most 512 x 512 px (the 64 px overlap is inside the tile; the short side's tile is scaled down).
-# Alive per group, at full frame size in bf16, counted in one-channel planes: its weighted sum
-# (3) and weights (1), and at most 4 more while its finished frames are divided out (quotient
-# and clamped weights, or the quotient and the tail copied for the next group); one tile's
-# decoder activations counted on top, though they never meet the division: this errs high.
+# Alive per group, at full frame size in bf16, counted in one-channel planes: while a tile
+# decodes, its weighted sum (3) and weights (1), plus the previous group's carried overlap
+# (4 planes x 25 frames); while its finished frames are divided out, 8 planes over the group
+# (sum and weights, the quotient and clamped weights, the tail copied for the next group).
 DECODE_GROUP_FRAMES = REFERENCE_TILING.tile_frames + 1
+DECODE_CARRIED_FRAMES = REFERENCE_TILING.overlap_frames + 1
 DECODE_GROUP_PLANES = 8
 VAE_TILE = REFERENCE_TILING.tile_pixels  # the reference's spatial tile, overlap included
-ENCODE_EXTRA_BYTES = 2 * MAX_SEQUENCE_LENGTH * TEXT_WIDTH * TEXT_HIDDEN_STATES * BF16 + GiB // 4
+# Prompt encoding beyond the encoder's weights: Gemma's 49 hidden states of 1,024 x 3,840 in bf16
+# (0.72 GiB), their stacked copy for the connectors, and a decoder layer's working set at the
+# moment of the peak. Measured 1.79 GiB (Gemma + stack + connectors, real widths, 1,024 tokens).
+ENCODE_EXTRA_BYTES = int(1.9 * GiB)
 RUNTIME_MISC_BYTES = GiB // 2  # latents in fp32, RoPE coordinates, masks, cuBLAS workspaces
 
 # Never plan into the last part of the card: the CUDA context and library handles (~1.5 GiB)
 # and allocator fragmentation (~8 %) are not in any tensor count.
 RESERVE_FIXED = int(1.5 * GiB)
 RESERVE_FRACTION = 0.08
+
+# Host RAM. Pinned host memory comes from CUDA's caching host allocator, which rounds every
+# allocation up to a power of two; weights are pinned tensor by tensor, so each tensor rounds on
+# its own (sums over the real configs' tensors in bf16, checked on the meta device by
+# tests/unit/pipeline/test_memory_plan.py): the transformer's 48 blocks 34.6 GiB (raw 34.6), the
+# connectors 6.8 (raw 5.9: their 1.4 GiB input projections round to 2), Gemma's text tower 24.5
+# (raw 21.9) and its 48 decoder layers alone 22.5 (raw 20.0).
+PINNED_TRANSFORMER_BLOCKS_BYTES = 37_128_652_800
+PINNED_CONNECTORS_BYTES = 7_253_570_560
+PINNED_TEXT_LANGUAGE_BYTES = 26_308_305_922
+PINNED_TEXT_LAYERS_BYTES = 24_160_813_056
+LARGEST_BLOCK_TENSOR_BYTES = 4 * 4096 * 4096 * BF16  # a feed-forward projection: the pinning transient
+# Never plan into the host's last part: the OS, the worker's Python, torch and CUDA runtime
+# (~3 GiB resident), the loader's mapped window and page cache for the weights file.
+HOST_RESERVE_FIXED = 6 * GiB
+HOST_RESERVE_FRACTION = 0.05
 
 PLANS = ("resident", "encoder-offload", "fp8", "offload")
 # What a worker is planned for: the biggest preset for 10 seconds. Planning for the longest
@@ -96,6 +127,22 @@ class PlanSpec:
     connectors: str  # "gpu" | "stream"
     text_encoder: str  # "gpu" | "swap" (whole model visits the GPU) | "stream" (block by block)
     description: str
+
+    @property
+    def compile_blocker(self) -> str | None:
+        """Why regional torch.compile cannot run under this plan, or None when it can.
+
+        Checked with Dynamo on the CPU (tests/integration/pipeline/test_execution.py): with
+        diffusers' layerwise casting (fp8) a fullgraph compile stops at the `torch.nn.Parameter()`
+        the casting hook builds, and `fullgraph=False` breaks the graph at every Linear (~50x
+        slower on the tiny model); with group offloading it stops at the `torch.compiler.disable()`d
+        onload. Compilation is lazy, so either would fail (or crawl) at every job's first pass.
+        """
+        if self.transformer == "fp8":
+            return "fp8 layerwise casting breaks the compiled graph at every layer"
+        if self.transformer == "stream":
+            return "group offloading's onload hooks are excluded from compilation"
+        return None
 
 
 PLAN_SPECS: dict[str, PlanSpec] = {
@@ -119,7 +166,13 @@ class Estimate:
     weights: int  # resident for the whole job
     phases: dict[str, int] = field(default_factory=dict)  # extra bytes at each phase's peak
     vae_tiling: bool = False
-    host_ram: int = 0  # pinned / pageable host memory the plan keeps weights in
+    host_ram: int = 0  # pinned (rounded) and pageable host memory the plan keeps weights in
+    host_load_extra: int = 0  # more host memory held for a moment while the weights are placed
+
+    @property
+    def host_peak(self) -> int:
+        """Host RAM the plan needs at its highest (while loading)."""
+        return self.host_ram + self.host_load_extra
 
     @property
     def peak(self) -> int:
@@ -143,6 +196,56 @@ def usable_vram(total_bytes: int) -> int:
     return int(total_bytes - RESERVE_FIXED - RESERVE_FRACTION * total_bytes)
 
 
+def usable_host_ram(total_bytes: int) -> int:
+    """Bytes of a host's physical RAM the planner may give to weights."""
+    return int(total_bytes - HOST_RESERVE_FIXED - HOST_RESERVE_FRACTION * total_bytes)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The activation terms the estimates use: the defaults above, or a GPU's measured figures.
+
+    `source` says which: "estimate" (the constants, measured by tensor accounting on the CPU) or
+    the calibration file's device and date.
+    """
+
+    activation_widths: float = TRANSFORMER_ACTIVATION_WIDTHS
+    encode_extra_bytes: int = ENCODE_EXTRA_BYTES
+    decode_bytes_per_pixel: float = DECODE_BYTES_PER_PIXEL
+    source: str = "estimate"
+
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+_CALIBRATION_FIELDS = ("activation_widths", "encode_extra_bytes", "decode_bytes_per_pixel")
+
+
+def load_calibration(path: Path | None = None) -> Calibration:
+    """The calibration in `path` (default: calibration.json beside this module), or the defaults if absent.
+
+    The file is what `bench/gpu_check.py` writes from measured peaks (`calibration.json` in its
+    output directory): {"device", "date", "activation_widths", "encode_extra_bytes",
+    "decode_bytes_per_pixel", ...}; fields it lacks keep their defaults. A malformed file is a
+    `PlanError` naming it, never silently ignored.
+    """
+    path = CALIBRATION_FILE if path is None else Path(path)
+    if not path.is_file():
+        return Calibration()
+    try:
+        data = json.loads(path.read_text())
+        values = {name: float(data[name]) for name in _CALIBRATION_FIELDS if name in data}
+    except (ValueError, TypeError) as exc:
+        raise PlanError(f"{path}: not a memory calibration ({exc})") from None
+    if not values or any(not value > 0 for value in values.values()):
+        raise PlanError(f"{path}: a calibration needs positive {', '.join(_CALIBRATION_FIELDS)}")
+    if "encode_extra_bytes" in values:
+        values["encode_extra_bytes"] = int(values["encode_extra_bytes"])
+    source = f"measured on {data.get('device', 'a GPU')} ({data.get('date', 'undated')})"
+    return Calibration(**values, source=source)
+
+
+CALIBRATION = load_calibration()
+
+
 def spec(plan: str) -> PlanSpec:
     try:
         return PLAN_SPECS[plan]
@@ -155,19 +258,34 @@ def needs_vae_tiling(width: int, height: int) -> bool:
     return max(width, height) > VAE_TILE
 
 
-def _decode_bytes(shape: Geometry, tiled: bool) -> int:
+def _decode_bytes(shape: Geometry, tiled: bool, calibration: Calibration = Calibration()) -> int:
     """One temporal group's decode; `tiled` False: frames decoded whole (no spatial split), for comparison."""
     frames = min(DECODE_GROUP_FRAMES, shape.generated_frames)
-    tile_w, tile_h = (min(shape.width, VAE_TILE), min(shape.height, VAE_TILE)) if tiled else (shape.width, shape.height)
-    working = tile_w * tile_h * DECODE_BYTES_PER_PIXEL
-    buffers = DECODE_GROUP_PLANES * shape.width * shape.height * BF16
-    return frames * (working + buffers)
+    carried = min(DECODE_CARRIED_FRAMES, max(shape.generated_frames - frames, 0))
+    tile_w, tile_h = (_tile_pixels(shape.width, shape), _tile_pixels(shape.height, shape)) if tiled else (
+        shape.width, shape.height)
+    plane = shape.width * shape.height * BF16
+    decoding = int(frames * tile_w * tile_h * calibration.decode_bytes_per_pixel) + 4 * (frames + carried) * plane
+    dividing = DECODE_GROUP_PLANES * frames * plane
+    return max(decoding, dividing)
 
 
-def _transformer_activation_bytes(shape: Geometry) -> int:
-    video = shape.video_tokens(2) * VIDEO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
-    audio = shape.audio_latent_frames * AUDIO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
-    return video + audio
+def _tile_pixels(axis: int, shape: Geometry) -> int:
+    """A spatial tile's extent along one axis, as pipeline.generation.decode.spatial_tile_size sizes it.
+
+    The 512 px tile scaled by this axis over the long side (a landscape frame gets shorter tiles
+    in height), never under the overlap + 1 cells, never past the axis. Pure arithmetic here, so
+    the planner stays free of torch; tests/unit/pipeline/test_memory_plan.py checks it against decode's.
+    """
+    cells, long_cells = axis // VAE_SPATIAL, max(shape.width, shape.height) // VAE_SPATIAL
+    tile = VAE_TILE // VAE_SPATIAL
+    size = max(max(2, REFERENCE_TILING.overlap_pixels // VAE_SPATIAL + 1), round(tile * cells / long_cells))
+    return min(size, cells) * VAE_SPATIAL
+
+
+def _transformer_activation_bytes(shape: Geometry, calibration: Calibration = Calibration()) -> int:
+    tokens = shape.video_tokens(2) * VIDEO_WIDTH + shape.audio_latent_frames * AUDIO_WIDTH
+    return int(tokens * BF16 * calibration.activation_widths)
 
 
 def _upsampler_bytes(shape: Geometry) -> int:
@@ -175,19 +293,28 @@ def _upsampler_bytes(shape: Geometry) -> int:
     return positions * 1024 * BF16 * 4 + 4 * positions * 128 * 4 * 2  # mid activations + 2x output
 
 
-def estimate(plan: str, shape: Geometry, vae_tiling: bool | None = None) -> Estimate:
-    """The estimated peak of one job of `shape` under `plan`."""
+def transformer_weight_bytes(plan: str) -> int:
+    """GPU bytes of the transformer's weights under `plan` while it computes (bench/gpu_check.py measures them)."""
     s = spec(plan)
-    tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
     block_bytes = TRANSFORMER_BLOCK_PARAMS // TRANSFORMER_LAYERS * BF16
     rest = TRANSFORMER_PARAMS - TRANSFORMER_BLOCK_PARAMS
     if s.transformer == "bf16":
-        transformer = TRANSFORMER_PARAMS * BF16
-    elif s.transformer == "fp8":
+        return TRANSFORMER_PARAMS * BF16
+    if s.transformer == "fp8":
         # fp8 blocks + bf16 everything else; one block's bf16 copy exists while it computes.
-        transformer = TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
-    else:  # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
-        transformer = rest * BF16 + 2 * block_bytes
+        return TRANSFORMER_BLOCK_PARAMS * FP8 + rest * BF16 + block_bytes
+    # stream: the non-block layers stay, two blocks in flight (computing + prefetching)
+    return rest * BF16 + 2 * block_bytes
+
+
+def estimate(
+    plan: str, shape: Geometry, vae_tiling: bool | None = None, calibration: Calibration | None = None
+) -> Estimate:
+    """The estimated peak of one job of `shape` under `plan` (`calibration`: default the module's `CALIBRATION`)."""
+    calibration = CALIBRATION if calibration is None else calibration
+    s = spec(plan)
+    tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
+    transformer = transformer_weight_bytes(plan)
     # leaf-level streaming: the largest leaf computing while the next one arrives
     connectors = CONNECTORS_PARAMS * BF16 if s.connectors == "gpu" else 2 * CONNECTOR_LARGEST_LEAF_PARAMS * BF16
     small = (VAE_PARAMS + AUDIO_VAE_PARAMS + VOCODER_PARAMS + UPSAMPLER_PARAMS) * BF16
@@ -199,34 +326,70 @@ def estimate(plan: str, shape: Geometry, vae_tiling: bool | None = None) -> Esti
         s.text_encoder
     ]
     weights = transformer + connectors + small + text_resident
-    host = 0
-    if s.text_encoder != "gpu":
-        host += text_full
-    if s.transformer == "stream":
-        host += TRANSFORMER_PARAMS * BF16
-    if s.connectors == "stream":
-        host += CONNECTORS_PARAMS * BF16
+    host, load_extra = _host_bytes(s)
     phases = {
-        "encode": encode_weights + ENCODE_EXTRA_BYTES,
-        "denoise": _transformer_activation_bytes(shape),
+        "encode": encode_weights + calibration.encode_extra_bytes,
+        "denoise": _transformer_activation_bytes(shape, calibration),
         "upsample": _upsampler_bytes(shape),
-        "decode": _decode_bytes(shape, tiled),
+        "decode": _decode_bytes(shape, tiled, calibration),
     }
-    return Estimate(plan, shape, weights, phases, tiled, host)
+    return Estimate(plan, shape, weights, phases, tiled, host, load_extra)
+
+
+def _host_bytes(s: PlanSpec) -> tuple[int, int]:
+    """(host RAM the plan keeps weights in, more held for a moment while placing them)."""
+    host, load_extra = 0, 0
+    text_rest = (TEXT_ENCODER_PARAMS - TEXT_LANGUAGE_PARAMS) * BF16  # the unused vision tower, pageable
+    if s.text_encoder == "swap":
+        host += PINNED_TEXT_LANGUAGE_BYTES + text_rest
+    elif s.text_encoder == "stream":  # its layers pinned; embeddings and final norm on the GPU
+        host += PINNED_TEXT_LAYERS_BYTES + text_rest
+    if s.transformer == "fp8":
+        # cast to fp8 on the host (the bf16 source is the mapped file), then moved to the GPU
+        load_extra = TRANSFORMER_BLOCK_PARAMS * FP8
+    elif s.transformer == "stream":
+        # blocks pinned one tensor at a time (apply.pin_in_place): one tensor's pageable copy at once
+        host += PINNED_TRANSFORMER_BLOCKS_BYTES
+        load_extra = LARGEST_BLOCK_TENSOR_BYTES
+    if s.connectors == "stream":
+        host += PINNED_CONNECTORS_BYTES
+    return host, load_extra
 
 
 def fits(plan: str, shape: Geometry, vram_bytes: int) -> bool:
     return estimate(plan, shape).peak <= usable_vram(vram_bytes)
 
 
-def choose_plan(vram_bytes: int, design: Geometry | None = None) -> str:
-    """The fastest plan whose estimate for the design request fits the card.
+def host_fits(plan: str, host_ram_bytes: int | None) -> bool:
+    """Whether a host with `host_ram_bytes` of physical RAM holds `plan`'s weights (None: not checked)."""
+    if host_ram_bytes is None:
+        return True
+    return _host_need(plan) <= usable_host_ram(host_ram_bytes)
 
-    If none does, the smallest plan: requests it cannot hold are refused one by one.
+
+def _host_need(plan: str) -> int:
+    host, load_extra = _host_bytes(spec(plan))
+    return host + load_extra
+
+
+def _host_refusal(plan: str, host_ram_bytes: int) -> str:
+    return (
+        f"plan {plan!r} needs ≈ {_host_need(plan) / GiB:.1f} GiB of host RAM for its weights (pinned, rounded "
+        f"up to powers of two), but this host has {host_ram_bytes / GiB:.1f} GiB "
+        f"({usable_host_ram(host_ram_bytes) / GiB:.1f} usable)"
+    )
+
+
+def choose_plan(vram_bytes: int, design: Geometry | None = None, host_ram_bytes: int | None = None) -> str:
+    """The fastest plan whose estimate for the design request fits the card (and the host's RAM, when given).
+
+    If none does, the smallest plan that fits the host: requests it cannot hold are refused one by
+    one. A card or host too small for any plan is a `PlanError` that says which and why, raised
+    when the worker starts, rather than a crash while loading that a supervisor would restart forever.
     """
     design = design or job_geometry(*DESIGN_REQUEST)
     for plan in PLANS:
-        if fits(plan, design, vram_bytes):
+        if fits(plan, design, vram_bytes) and host_fits(plan, host_ram_bytes):
             return plan
     smallest = job_geometry(512, 512, 9)
     if not fits(PLANS[-1], smallest, vram_bytes):
@@ -234,14 +397,21 @@ def choose_plan(vram_bytes: int, design: Geometry | None = None) -> str:
             f"a GPU with {vram_bytes / GiB:.0f} GiB cannot run LTX-2.3 under any plan "
             f"(even {smallest.label()} needs ≈ {estimate(PLANS[-1], smallest).peak / GiB:.1f} GiB usable)"
         )
-    return PLANS[-1]
+    for plan in reversed(PLANS):  # the plan that holds the most requests, among those the host can hold
+        if host_fits(plan, host_ram_bytes) and fits(plan, smallest, vram_bytes):
+            return plan
+    raise PlanError(f"no memory plan fits a {vram_bytes / GiB:.0f} GiB GPU on this host: "
+                    f"{_host_refusal(PLANS[-1], host_ram_bytes)}")
 
 
-def resolve_plan(requested: str | None, vram_bytes: int) -> str:
-    """`--plan auto|NAME`: the named plan (validated) or the automatic choice."""
+def resolve_plan(requested: str | None, vram_bytes: int, host_ram_bytes: int | None = None) -> str:
+    """`--plan auto|NAME`: the named plan (validated; checked against the host's RAM if given) or the automatic one."""
     if requested in (None, "", "auto"):
-        return choose_plan(vram_bytes)
-    return spec(requested).name
+        return choose_plan(vram_bytes, host_ram_bytes=host_ram_bytes)
+    plan = spec(requested).name
+    if not host_fits(plan, host_ram_bytes):
+        raise PlanError(_host_refusal(plan, host_ram_bytes))
+    return plan
 
 
 def max_frames_that_fit(plan: str, width: int, height: int, vram_bytes: int, fps: float | Fraction = 24.0) -> int:

@@ -6,12 +6,14 @@ import io
 import subprocess
 import sys
 import textwrap
+import weakref
 from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 
+import pipeline.engine as engine_module
 from pipeline.engine import (
     PLAN_NAMES,
     Capacity,
@@ -61,6 +63,39 @@ def test_out_of_memory_names_the_phase_and_the_next_job_runs(engine, tmp_path):
     assert caught.value.phase == "stage2" and "fewer frames" in str(caught.value)
     assert not (tmp_path / "oom.mp4").exists()
     assert engine.generate(PARAMS, png(), tmp_path / "next.mp4").path.is_file()
+
+
+def test_out_of_memory_cleanup_runs_after_the_jobs_tensors_are_gone(engine, tmp_path, monkeypatch):
+    """The memory is released once nothing holds the failed job's tensors (weak references show it).
+
+    Freeing inside the `except` (or a `finally` while the exception is in flight) frees nothing:
+    the traceback keeps every frame of the job alive, with its latents.
+    """
+    generator = engine._generator
+    job_tensors: list[weakref.ref] = []
+    passes = []
+
+    def fail_in_stage2(module, args, kwargs):
+        passes.append(1)
+        job_tensors.extend(weakref.ref(kwargs[name]) for name in ("hidden_states", "audio_hidden_states",
+                                                                    "timestep", "video_coords"))
+        if len(passes) == 9:  # the first stage-2 pass
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    released_with = []
+    release = generator.release_memory
+    monkeypatch.setattr(generator, "release_memory",
+                        lambda: (released_with.append([ref() is not None for ref in job_tensors]), release()))
+    handle = generator.components.transformer.register_forward_pre_hook(fail_in_stage2, with_kwargs=True)
+    try:
+        with pytest.raises(OutOfMemory, match="during stage2"):
+            engine.generate(PARAMS, png(), tmp_path / "oom.mp4")
+    finally:
+        handle.remove()
+    assert len(passes) == 9 and job_tensors
+    assert len(released_with) == 1  # once, where it can work: not also while the exception was in flight
+    assert not any(released_with[0])  # every tensor of the failed job was gone when memory was released
+    assert all(ref() is None for ref in job_tensors)
 
 
 def test_cublas_allocation_failure_counts_as_out_of_memory(engine, tmp_path):
@@ -126,6 +161,7 @@ def test_gpu_plans_name_each_visible_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(cards))
     monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    monkeypatch.setattr(engine_module, "physical_memory_bytes", lambda: 512 * GiB)
     plans = gpu_plans(None)
     assert [(p.index, p.name, p.plan) for p in plans] == [
         (0, "NVIDIA H100 80GB HBM3", "encoder-offload"), (1, "NVIDIA L40S", "fp8"),
@@ -135,6 +171,11 @@ def test_gpu_plans_name_each_visible_gpu(monkeypatch):
     assert [p.plan for p in gpu_plans("offload")] == ["offload", "offload"]
     with pytest.raises(PlanError, match="GPU 0: unknown plan"):
         gpu_plans("fastest")
+    # Each GPU's worker pins its own weights: the host's RAM is shared out between them. 96 GiB is
+    # plenty for one 48 GB card under fp8 (≈ 41 GiB), not for two workers' pinned weights.
+    monkeypatch.setattr(engine_module, "physical_memory_bytes", lambda: 96 * GiB)
+    with pytest.raises(PlanError, match="host RAM"):
+        gpu_plans("offload")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_plans(None) == []
 
@@ -145,3 +186,34 @@ def test_describe_weights_says_what_load_would_load(tmp_path):
     assert (info.path / "model_index.json").is_file()
     with pytest.raises(WeightsError, match="use auto, tiny or a weights directory"):
         describe_weights(EngineSpec(weights=str(tmp_path / "nothing"), data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("error", "is_oom"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"), True),
+        (RuntimeError("shape mismatch"), False),
+        (ValueError("out of memory"), False),  # not a device error, whatever it says
+    ],
+)
+def test_what_counts_as_out_of_memory(error, is_oom):
+    from pipeline.generation.runtime import is_out_of_memory
+
+    assert is_out_of_memory(error) is is_oom
+
+
+def test_an_accelerator_error_saying_out_of_memory_is_out_of_memory():
+    from pipeline.generation.runtime import is_out_of_memory
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is None:
+        pytest.skip("this torch has no AcceleratorError")
+    # Built without its C++ constructor's arguments: the class is what matters here.
+    error = accelerator_error.__new__(accelerator_error)
+    Exception.__init__(error, "CUDA error: out of memory")
+    assert is_out_of_memory(error)
+    other = accelerator_error.__new__(accelerator_error)
+    Exception.__init__(other, "CUDA error: an illegal memory access was encountered")
+    assert not is_out_of_memory(other)
