@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
+from server.queue.notify import CHANNEL_EVENTS, notify
 from server.queue.records import JobEvent
 from server.queue.tables import events
 
@@ -48,7 +49,7 @@ class EventLog:
         with self.engine.begin() as conn:
             return conn.execute(delete(events).where(events.c.created_at < older_than)).rowcount
 
-
     @staticmethod
     def _event(conn: Any, owner: str, job_id: str, name: str, payload: dict[str, Any], now: float) -> None:
         conn.execute(insert(events).values(owner=owner, job_id=job_id, name=name, payload=payload, created_at=now))
+        notify(conn, CHANNEL_EVENTS, job_id)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS, notify
 from server.queue.records import Job, NewJob
 from server.queue.tables import (
     ACTIVE,
@@ -64,6 +65,7 @@ class JobQueue:
                         attempts=0,
                     )
                 )
+            notify(conn, CHANNEL_JOBS)
         return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
@@ -161,6 +163,8 @@ class JobQueue:
             if result.rowcount:
                 self._event(conn, row.owner, job_id, EVENT_CANCELLED,
                             {"status": CANCELLED}, now)
+                if row.status == PROCESSING:  # its worker stops within one step
+                    notify(conn, CHANNEL_CANCEL, job_id)
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:
@@ -258,15 +262,19 @@ class JobQueue:
         return row is not None
 
     def complete(
-        self, job_id: str, worker_id: str, result_path: str, info: dict[str, Any], now: float | None = None
+        self, job_id: str, worker_id: str, result_path: str, info: dict[str, Any], now: float | None = None,
+        step_seconds: float | None = None, size_bucket: str | None = None,
     ) -> bool:
-        """Mark succeeded with its result file; False when the job was no longer this worker's."""
+        """Mark succeeded with its result (a key of the results backend); False when no longer this worker's.
+
+        `step_seconds` (mean denoising step time) and `size_bucket` feed the fleet's metrics.
+        """
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(jobs).where(*self._mine(job_id, worker_id)).values(
                     status=SUCCEEDED, completed_at=now, progress=1.0, stage="done", result_path=result_path,
-                    info=info, lease_expires_at=None,
+                    info=info, lease_expires_at=None, step_seconds=step_seconds, size_bucket=size_bucket,
                 )
             ).rowcount
             if done:
@@ -286,12 +294,15 @@ class JobQueue:
     def requeue(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
         """Give a job back to the queue without counting the attempt (a worker shutting down)."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(
+            changed = conn.execute(
                 update(jobs).where(*self._mine(job_id, worker_id)).values(
                     status=QUEUED, worker_id=None, lease_expires_at=None, started_at=None, progress=0.0,
                     stage=None, attempts=jobs.c.attempts - 1,
                 )
-            ).rowcount)
+            ).rowcount
+            if changed:
+                notify(conn, CHANNEL_JOBS)
+            return bool(changed)
 
     def recover_abandoned(
         self, now: float | None = None, worker_id: str | None = None, reason: str | None = None
@@ -324,6 +335,9 @@ class JobQueue:
                     ).rowcount
                 if changed:
                     touched.append(row.id)
+                    # The old worker (if alive after all) stops; a retried job wakes the others.
+                    notify(conn, CHANNEL_CANCEL, row.id)
+                    notify(conn, CHANNEL_JOBS)
         return touched
 
     # ---- start images and retention -----------------------------------------------------------
@@ -376,4 +390,5 @@ class JobQueue:
             owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
             self._event(conn, owner, job_id, EVENT_COMPLETED,
                         {"status": FAILED, "error": message}, now)
+            notify(conn, CHANNEL_CANCEL, job_id)  # failed by someone else: its worker stops
         return changed
