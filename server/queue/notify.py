@@ -70,7 +70,7 @@ class Listener:
     def __init__(self, url: str, on_lag: Callable[[float], None] | None = None):
         self.active = url.startswith("postgresql")
         self._url = url
-        self._on_lag = on_lag
+        self.on_lag = on_lag
         self._callbacks: dict[str, list[Callback]] = {channel: [] for channel in CHANNELS}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -128,8 +128,8 @@ class Listener:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             subject, sent_at = decode_payload(note.payload)
-                            if sent_at is not None and self._on_lag is not None:
-                                self._on_lag(max(0.0, time.time() - sent_at))
+                            if sent_at is not None and self.on_lag is not None:
+                                self.on_lag(max(0.0, time.time() - sent_at))
                             self._dispatch(note.channel, subject)
             except Exception as exc:
                 self.connected.clear()

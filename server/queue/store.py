@@ -13,11 +13,12 @@ from server.queue.events import EventLog
 from server.queue.jobs import JobQueue
 from server.queue.notify import Listener
 from server.queue.schema import migrate
+from server.queue.stats import StoreStats
 from server.queue.tables import make_engine as make_engine
 from server.queue.workers import WorkerRegistry
 
 
-class JobStore(JobQueue, EventLog, WorkerRegistry):
+class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
     """The queue's single interface; the API, the workers and the janitor all go through it.
     """
 
