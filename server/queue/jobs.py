@@ -43,6 +43,7 @@ class JobQueue:
     """Jobs and their start images (mixed into `JobStore`, which owns `engine` and `_event`)."""
 
     engine: Engine
+    schema: str
     _event: Any
 
     # ---- clients ----------------------------------------------------------------------------
@@ -65,7 +66,7 @@ class JobQueue:
                         attempts=0,
                     )
                 )
-            notify(conn, CHANNEL_JOBS)
+            notify(conn, CHANNEL_JOBS, "", self.schema)
         return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
@@ -164,7 +165,7 @@ class JobQueue:
                 self._event(conn, row.owner, job_id, EVENT_CANCELLED,
                             {"status": CANCELLED}, now)
                 if row.status == PROCESSING:  # its worker stops within one step
-                    notify(conn, CHANNEL_CANCEL, job_id)
+                    notify(conn, CHANNEL_CANCEL, job_id, self.schema)
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:
@@ -301,7 +302,7 @@ class JobQueue:
                 )
             ).rowcount
             if changed:
-                notify(conn, CHANNEL_JOBS)
+                notify(conn, CHANNEL_JOBS, "", self.schema)
             return bool(changed)
 
     def recover_abandoned(
@@ -336,8 +337,8 @@ class JobQueue:
                 if changed:
                     touched.append(row.id)
                     # The old worker (if alive after all) stops; a retried job wakes the others.
-                    notify(conn, CHANNEL_CANCEL, row.id)
-                    notify(conn, CHANNEL_JOBS)
+                    notify(conn, CHANNEL_CANCEL, row.id, self.schema)
+                    notify(conn, CHANNEL_JOBS, "", self.schema)
         return touched
 
     # ---- start images and retention -----------------------------------------------------------
@@ -390,5 +391,5 @@ class JobQueue:
             owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
             self._event(conn, owner, job_id, EVENT_COMPLETED,
                         {"status": FAILED, "error": message}, now)
-            notify(conn, CHANNEL_CANCEL, job_id)  # failed by someone else: its worker stops
+            notify(conn, CHANNEL_CANCEL, job_id, self.schema)  # failed by someone else: its worker stops
         return changed

@@ -7,7 +7,9 @@ and calls the subscribed callbacks. Notifications are hints, never the data: eve
 re-reads the store, and every loop keeps a slow poll as the fallback (a notification is lost while
 the listener reconnects; on reconnect every subscriber is woken once to catch up).
 
-SQLite has no notifications: `Listener.active` is False there and callers keep polling fast.
+Channels are per schema (`ltx_jobs_<schema>`), so deployments or tests sharing one database in
+separate schemas do not wake each other. SQLite has no notifications: `Listener.active` is False
+there and callers keep polling fast.
 Payloads carry the sender's `time.time()` so the listener can measure the store's notification
 lag (commit to wake-up; across hosts this includes their clock difference).
 """
@@ -34,11 +36,16 @@ CHANNELS = (CHANNEL_JOBS, CHANNEL_CANCEL, CHANNEL_EVENTS)
 Callback = Callable[[str], None]
 
 
-def notify(conn: Any, channel: str, subject: str = "") -> None:
+def channel_name(channel: str, schema: str) -> str:
+    """The channel of one schema (PostgreSQL identifiers are at most 63 bytes)."""
+    return f"{channel}_{schema}"[:63]
+
+
+def notify(conn: Any, channel: str, subject: str = "", schema: str = "public") -> None:
     """Queue a notification in the current transaction (PostgreSQL only; a no-op on SQLite)."""
     if conn.dialect.name != "postgresql":
         return
-    conn.execute(select(func.pg_notify(channel, encode_payload(subject, time.time()))))
+    conn.execute(select(func.pg_notify(channel_name(channel, schema), encode_payload(subject, time.time()))))
 
 
 def encode_payload(subject: str, sent_at: float) -> str:
@@ -67,8 +74,9 @@ class Listener:
 
     RECONNECT_DELAY = 1.0
 
-    def __init__(self, url: str, on_lag: Callable[[float], None] | None = None):
+    def __init__(self, url: str, schema: str = "public", on_lag: Callable[[float], None] | None = None):
         self.active = url.startswith("postgresql")
+        self._names = {channel_name(channel, schema): channel for channel in CHANNELS}
         self._url = url
         self.on_lag = on_lag
         self._callbacks: dict[str, list[Callback]] = {channel: [] for channel in CHANNELS}
@@ -120,8 +128,8 @@ class Listener:
             try:
                 with psycopg.connect(libpq_url(self._url), autocommit=True) as conn:
                     self._conn = conn
-                    for channel in CHANNELS:
-                        conn.execute(f"LISTEN {channel}")
+                    for name in self._names:
+                        conn.execute(f'LISTEN "{name}"')
                     self.connected.set()
                     for channel in CHANNELS:  # catch up on anything missed while not listening
                         self._dispatch(channel, "")
@@ -130,7 +138,7 @@ class Listener:
                             subject, sent_at = decode_payload(note.payload)
                             if sent_at is not None and self.on_lag is not None:
                                 self.on_lag(max(0.0, time.time() - sent_at))
-                            self._dispatch(note.channel, subject)
+                            self._dispatch(self._names.get(note.channel, note.channel), subject)
             except Exception as exc:
                 self.connected.clear()
                 if self._stop.is_set():

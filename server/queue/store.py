@@ -9,6 +9,8 @@ table, so workers and API processes stay decoupled (any number of each, on any h
 
 from __future__ import annotations
 
+from sqlalchemy import Engine, func, select
+
 from server.queue.events import EventLog
 from server.queue.jobs import JobQueue
 from server.queue.notify import Listener
@@ -25,8 +27,9 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
     def __init__(self, url: str, *, create: bool = True):
         self.url = url
         self.engine = make_engine(url)
+        self.schema = _current_schema(self.engine)
         # Started by the processes that wait on the store (workers, the SSE hub): `listener.start()`.
-        self.listener = Listener(url)
+        self.listener = Listener(url, self.schema)
         if create:
             self.create_schema()
 
@@ -43,3 +46,11 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
         """Stop listening and release pooled connections."""
         self.listener.close()
         self.engine.dispose()
+
+
+def _current_schema(engine: Engine) -> str:
+    """The PostgreSQL schema the store's tables live in (notification channels are per schema)."""
+    if engine.dialect.name != "postgresql":
+        return "main"
+    with engine.connect() as conn:
+        return str(conn.execute(select(func.current_schema())).scalar() or "public")
