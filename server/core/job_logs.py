@@ -39,7 +39,7 @@ class JobIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"ts", "level", "logger", "pid", "message", "generation_id"?, "exc"?}` on one line."""
+    """`{"ts", "level", "logger", "pid", "time", "message", "generation_id"?, "exc"?}` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -47,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
+            "time": round(record.created, 6),  # unix seconds, for machines (ts is for people)
             "message": record.getMessage(),
         }
         generation_id = getattr(record, "generation_id", None)
