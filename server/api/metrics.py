@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from server.queue import JobStore
 
@@ -54,7 +55,7 @@ class FleetCollector(Collector):
         ):
             family = HistogramMetricFamily(name, text, labels=[label])
             for rows in self.store.histogram(kind, bounds):
-                buckets = [(str(bound), count) for bound, count in zip(bounds, rows.buckets, strict=True)]
+                buckets = [(floatToGoString(bound), count) for bound, count in zip(bounds, rows.buckets, strict=True)]
                 buckets.append(("+Inf", rows.count))
                 family.add_metric([rows.label], buckets, rows.total)
             yield family

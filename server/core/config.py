@@ -90,6 +90,9 @@ OPTIONS: tuple[Option, ...] = (
            "s3://BUCKET[/PREFIX] (any S3-compatible store; credentials from the AWS_* variables)."),
     Option("s3_endpoint_url", "--s3-endpoint-url", "LTX_S3_ENDPOINT_URL", "",
            "Endpoint of a non-AWS S3-compatible store for --results s3://... (MinIO, Ceph, R2)."),
+    Option("api_only", "--api-only", "LTX_API_ONLY", False,
+           "Serve the API (and the janitor) without starting workers: in a fleet, workers run elsewhere "
+           "(`ltx-server worker`) against the same --store.", is_flag=True),
 )
 
 
@@ -122,6 +125,7 @@ class ServerConfig:
     log_format: str = "text"
     results: str = "local"
     s3_endpoint_url: str = ""
+    api_only: bool = False
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.

@@ -108,15 +108,17 @@ def run(args: argparse.Namespace) -> int:
     if notice:
         log.warning("%s", notice)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    config, gpu_ids = plan_workers(config)
+    # An API-only node probes nothing: its GPUs (if any) are not used; workers on other machines
+    # refuse what their GPU cannot fit, with the same message.
+    config, gpu_ids = (config, []) if config.api_only else plan_workers(config)
     try:
         results = open_results(config.results, config.data_dir, config.s3_endpoint_url)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     store = JobStore(config.store_url)
     janitor = Janitor.from_config(config, store, results)
-    supervisor = Supervisor(worker_command(config), config.workers or max(1, len(gpu_ids)), gpu_ids,
-                            on_exit=janitor.worker_died)
+    count = 0 if config.api_only else config.workers or max(1, len(gpu_ids))
+    supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,

@@ -86,3 +86,19 @@ def test_nodes_starting_together_migrate_once(store_url):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()
+
+
+def test_migrations_at_head_produce_exactly_the_tables_the_code_uses(store_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from server.queue.tables import metadata
+
+    engine = make_engine(store_url)
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert differences == []  # tables.py changed without a revision (or the reverse)
+    finally:
+        engine.dispose()
