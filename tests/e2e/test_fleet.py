@@ -1,6 +1,8 @@
-"""A fleet behind one endpoint: two API processes (`serve`, 2 + 1 tiny-model workers) against one
-PostgreSQL (a fresh schema) and one S3 server process (moto on loopback), as separate machines would
-run them: separate data directories, shared store, bucket and URL-signing secret.
+"""A fleet behind one endpoint: two API processes against one PostgreSQL (a fresh schema) and one S3
+server process (moto on loopback), as separate machines would run them (separate data directories;
+shared store, bucket and URL-signing secret), with three tiny-model workers: API A is `serve
+--workers 2`, API B is `serve --api-only`, and the third worker is a standalone `ltx-server worker`
+(a GPU node of the compose file).
 
 Shown here: jobs spread over the three workers; an SSE client on API A sees the jobs enqueued
 through API B; every result downloads from either API; a worker killed mid-job has its job finished
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,7 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from s3_server import S3_ENV, running_s3_server
-from serverkit import KEY_A, LiveServer, tiny_body, wait_for
+from serverkit import KEY_A, REPO, LiveServer, tiny_body, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,10 +65,22 @@ def fleet(pg_schema_url, tmp_path_factory):
                   "--api-keys", f"alice:{KEY_A}", "--lease-seconds", "5", "--log-format", "json",
                   "--keepalive-seconds", "1"]
         api_a = LiveServer(tmp_path_factory.mktemp("node-a"), [*common, "--workers", "2"], env)
-        api_b = LiveServer(tmp_path_factory.mktemp("node-b"), [*common, "--workers", "1"], env)
+        api_b = LiveServer(tmp_path_factory.mktemp("node-b"), [*common, "--api-only"], env)
+        gpu_node = tmp_path_factory.mktemp("node-gpu")
+        worker_log = gpu_node / "worker.log"
+        worker = None
         try:
             api_a.start(wait_ready=False)
             api_b.start(wait_ready=False)  # both nodes migrate the fresh schema at once
+            support = str(REPO / "tests" / "support")
+            with open(worker_log, "wb") as log:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "server.entrypoints.cli", "worker", "--store", url, "--data-dir",
+                     str(gpu_node), "--weights", "tiny", "--engine", "faulty_engine:load", "--lease-seconds", "5",
+                     "--results", f"s3://{bucket}/results", "--s3-endpoint-url", s3.endpoint, "--log-format", "json"],
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                    env={**{k: v for k, v in os.environ.items() if not k.startswith("LTX_")}, **env,
+                         "PYTHONPATH": os.pathsep.join([support, os.environ.get("PYTHONPATH", "")])})
             api_a.wait_ready(240)
             api_b.wait_ready(240)
 
@@ -73,8 +89,16 @@ def fleet(pg_schema_url, tmp_path_factory):
                     return conn.execute(text(f"SELECT count(*) FROM {schema}.workers WHERE ready")).scalar()
 
             wait_for(ready_workers, lambda n: n == 3, timeout=240, interval=0.5)
-            yield {"a": api_a, "b": api_b, "s3": s3, "bucket": bucket, "admin": admin, "schema": schema}
+            yield {"a": api_a, "b": api_b, "s3": s3, "bucket": bucket, "admin": admin, "schema": schema,
+                   "worker_log": worker_log}
         finally:
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
             api_a.cleanup()
             api_b.cleanup()
 
@@ -178,9 +202,9 @@ def test_a_worker_killed_mid_job_has_its_job_finished_by_another(fleet):
     assert httpx.get(status(api_a, job_id)["result_url"], timeout=30).content[4:8] == b"ftyp"
 
 
-def _step_lines(server: LiveServer, generation_id: str) -> list[dict]:
+def _step_lines(text_log: str, generation_id: str) -> list[dict]:
     lines = []
-    for line in server.log().splitlines():
+    for line in text_log.splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
             if entry.get("generation_id") == generation_id:
@@ -196,10 +220,10 @@ def test_a_cancel_sent_to_b_stops_a_job_running_under_a_within_one_step(fleet):
     cancelled_at = time.time()
     response = httpx.delete(f"{api_b.api}/ai/queue/{job_id}", headers=auth(), timeout=10)
     assert response.status_code == 200, response.text
-    servers = (api_a, api_b)
+    logs = (api_a.log, api_b.log, lambda: fleet["worker_log"].read_text(errors="replace"))
 
     def job_lines() -> list[dict]:
-        return [entry for server in servers for entry in _step_lines(server, job_id)]
+        return [entry for read in logs for entry in _step_lines(read(), job_id)]
 
     lines = wait_for(job_lines, lambda ls: any("cancelled" in e["message"] for e in ls), timeout=60)
     steps_after = [e for e in lines if e["message"].startswith("test step") and e["time"] > cancelled_at]
