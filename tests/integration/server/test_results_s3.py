@@ -94,3 +94,12 @@ def test_range_parsing():
     assert parse_s3_location("s3://b") == ("b", "") and parse_s3_location("s3://b/x/y/") == ("b", "x/y/")
     with pytest.raises(ValueError):
         open_results("gs://nope", "/tmp")
+
+
+def test_a_failed_upload_raises_and_leaves_nothing_behind(s3, tmp_path):
+    backend = open_results("s3://no-such-bucket-here", tmp_path, s3.endpoint)
+    scratch = backend.scratch_path("alice", "job-x")
+    scratch.write_bytes(MP4)
+    with pytest.raises(Exception, match="NoSuchBucket|does not exist"):
+        backend.publish("alice", "job-x", scratch)  # the worker records this as the job's failure
+    assert not scratch.exists()
