@@ -181,6 +181,9 @@ def test_jobs_spread_sse_across_nodes_and_results_from_either_api(fleet):
                 assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
                 bodies.append(response.content)
         assert bodies[0][4:8] == b"ftyp" and all(body == bodies[0] for body in bodies)
+    # Exactly three workers: the --api-only node started none.
+    with fleet["admin"].connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {fleet['schema']}.workers")).scalar() == 3
     # /metrics on either node shows the fleet: histograms from the store, worker states.
     metrics = httpx.get(api_a.base + "/metrics", timeout=10).text
     assert 'ltx_job_run_seconds_count{outcome="succeeded"}' in metrics
@@ -199,6 +202,10 @@ def test_a_worker_killed_mid_job_has_its_job_finished_by_another(fleet):
     os.kill(pid, signal.SIGKILL)
     done = wait_for(lambda: row(fleet, job_id), lambda r: r["status"] in ("succeeded", "failed"), timeout=300)
     assert done["status"] == "succeeded" and done["attempts"] == 2 and done["worker_id"] != victim
+    # The recovery is logged with the job's generation id (JSON logs) by whichever node's janitor acted.
+    recovered = [entry for read in (api_a.log, api_b.log) for entry in _step_lines(read(), job_id)
+                 if "retried or failed" in entry["message"]]
+    assert recovered
     assert httpx.get(status(api_a, job_id)["result_url"], timeout=30).content[4:8] == b"ftyp"
 
 

@@ -48,7 +48,8 @@ class Janitor:
         """One pass: recover abandoned jobs, apply retention, prune events and start images."""
         now = time.time() if now is None else now
         for job_id in self.store.recover_abandoned(now):
-            log.warning("job %s: worker lost (lease expired); retried or failed", job_id)
+            log.warning("job %s: worker lost (lease expired); retried or failed", job_id,
+                        extra={"generation_id": job_id})
         if self.retention_hours > 0:
             apply_retention(self.store, self.results, self.retention_hours, now)
         self.store.prune_events(now - self.events_keep_seconds)
@@ -58,7 +59,7 @@ class Janitor:
         """A worker process is gone (the supervisor saw it exit): recover its job now, forget its row."""
         touched = self.store.recover_abandoned(worker_id=worker_id, reason=reason)
         for job_id in touched:
-            log.warning("job %s: %s; retried or failed", job_id, reason)
+            log.warning("job %s: %s; retried or failed", job_id, reason, extra={"generation_id": job_id})
         self.store.remove_worker(worker_id)
         return touched
 
