@@ -215,6 +215,18 @@ def describe_weights(spec: EngineSpec) -> EngineInfo:
     return EngineInfo(choice.path, choice.device, choice.smoke_test, choice.notice, choice.version_text)
 
 
+def gpu_memory(device: str) -> tuple[int, int] | None:
+    """(allocated, reserved) bytes of this process on a CUDA device; None on any other device.
+
+    Read by a worker for the fleet's metrics; the API process never calls it (it would import torch).
+    """
+    if not str(device).startswith("cuda"):
+        return None
+    import torch  # deferred: only a worker on a GPU asks, and the door must not import torch at import time
+
+    return int(torch.cuda.memory_allocated(device)), int(torch.cuda.memory_reserved(device))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -19,6 +19,7 @@ from server.core.auth import LOCAL_OWNER, KeyRing, is_loopback
 from server.core.config import ServerConfig
 from server.core.signing import URLSigner
 from server.queue import SUCCEEDED, Job, JobStore
+from server.results import ResultStore
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     hub: EventHub
     metrics: Metrics
     janitor: Janitor
+    results: ResultStore
 
     @property
     def max_body(self) -> int:

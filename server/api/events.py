@@ -1,7 +1,9 @@
 """`/api/events`: Server-Sent Events per API key, fed by the store's event log.
 
 One background task per API process tails the `job_events` table and fans rows out to the
-subscribers of the row's owner. A new subscriber first receives its owner's completions from
+subscribers of the row's owner. On PostgreSQL it reads when an event notification arrives
+(LISTEN/NOTIFY, see `server.queue.notify`) and polls only slowly as a fallback; on SQLite it polls.
+A new subscriber first receives its owner's completions from
 the last `grace_seconds` (the documented SSE client subscribes *after* enqueueing, so a fast job
 may finish before the stream opens); clients match on generation id, so an extra old completion
 is harmless. Data lines are compact JSON, exactly as Oxen's, because the documented cURL client
@@ -23,10 +25,12 @@ import anyio
 
 from server.queue import EVENT_COMPLETED as COMPLETED
 from server.queue import SUCCEEDED, JobEvent, JobStore
+from server.queue.notify import CHANNEL_EVENTS
 
 log = logging.getLogger("ltx_server.events")
 
 POLL_INTERVAL = 0.2
+NOTIFIED_POLL_INTERVAL = 2.0  # the fallback when notifications wake the tail (PostgreSQL)
 LOOKBACK_IDS = 200  # re-read recent ids: on PostgreSQL, sequence order is not commit order
 MAX_SUBSCRIBER_BACKLOG = 1000
 
@@ -62,13 +66,23 @@ class EventHub:
         self._seen_set: set[int] = set()
         self._last_id = 0
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._poll = NOTIFIED_POLL_INTERVAL if store.notifies else POLL_INTERVAL
+        self._on_notice: Callable[[str], None] | None = None
 
     async def start(self) -> None:
-        """Begin tailing from the current end of the log."""
+        """Begin tailing from the current end of the log (woken by notifications where the store sends them)."""
         self._last_id = await anyio.to_thread.run_sync(self.store.last_event_id)
+        if self.store.notifies:
+            loop = asyncio.get_running_loop()
+            self._on_notice = lambda _subject: loop.call_soon_threadsafe(self._wake.set)
+            self.store.listener.subscribe(CHANNEL_EVENTS, self._on_notice)
+            self.store.listener.start()
         self._task = asyncio.create_task(self._tail(), name="event-tail")
 
     async def stop(self) -> None:
+        if self._on_notice is not None:
+            self.store.listener.unsubscribe(CHANNEL_EVENTS, self._on_notice)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -76,6 +90,7 @@ class EventHub:
 
     async def _tail(self) -> None:
         while True:
+            self._wake.clear()  # before the read: an event committed after it wakes the next wait
             try:
                 rows = await anyio.to_thread.run_sync(self.store.events_after, max(0, self._last_id - self._lookback))
                 for row in rows:
@@ -90,7 +105,8 @@ class EventHub:
                 raise
             except Exception:  # a database hiccup must not end event delivery
                 log.exception("event tail failed; retrying")
-            await asyncio.sleep(POLL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
 
     def _remember(self, event_id: int) -> None:
         if len(self._seen) == self._seen.maxlen:

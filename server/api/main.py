@@ -24,6 +24,7 @@ from server.core.auth import KeyRing
 from server.core.config import ServerConfig
 from server.core.signing import URLSigner
 from server.queue import JobStore
+from server.results import open_results
 
 ROUTERS = (queue.router, generate.router, generations.router, events.router, models.router, results.router,
            ops.router, openai_videos.router, playground.router)
@@ -33,12 +34,15 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
                janitor: Janitor | None = None) -> FastAPI:
     """Build the API for a configuration (the store, keys and janitor are made here unless given)."""
     store = store or JobStore(config.store_url)
+    results = open_results(config.results, config.data_dir, config.s3_endpoint_url)
     svc = Services(
         config=config, store=store, keys=keys or KeyRing.load(config.api_keys_file, config.api_keys),
         signer=URLSigner.from_data_dir(config.data_dir, config.result_url_ttl),
         hub=EventHub(store, config.events_grace_seconds), metrics=Metrics(store),
-        janitor=janitor or Janitor.from_config(config, store),
+        janitor=janitor or Janitor.from_config(config, store, results), results=results,
     )
+
+    store.listener.on_lag = svc.metrics.notification_lag.observe
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -83,6 +83,16 @@ OPTIONS: tuple[Option, ...] = (
            "Engine factory MODULE:FUNCTION, called with the EngineSpec instead of pipeline.engine.Engine.load "
            "(an extension point: wrap or replace the model; it must be importable by the workers)."),
     Option("log_level", "--log-level", "LTX_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Option("log_format", "--log-format", "LTX_LOG_FORMAT", "text",
+           "text, or json (one object per line; lines written while a job runs carry its generation_id)."),
+    Option("results", "--results", "LTX_RESULTS", "local",
+           "Where results are kept: local (<data-dir>/results; a shared mount serves a fleet) or "
+           "s3://BUCKET[/PREFIX] (any S3-compatible store; credentials from the AWS_* variables)."),
+    Option("s3_endpoint_url", "--s3-endpoint-url", "LTX_S3_ENDPOINT_URL", "",
+           "Endpoint of a non-AWS S3-compatible store for --results s3://... (MinIO, Ceph, R2)."),
+    Option("api_only", "--api-only", "LTX_API_ONLY", False,
+           "Serve the API (and the janitor) without starting workers: in a fleet, workers run elsewhere "
+           "(`ltx-server worker`) against the same --store.", is_flag=True),
 )
 
 
@@ -112,6 +122,10 @@ class ServerConfig:
     compile: bool = False
     engine: str = ""
     log_level: str = "info"
+    log_format: str = "text"
+    results: str = "local"
+    s3_endpoint_url: str = ""
+    api_only: bool = False
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.

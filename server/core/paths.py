@@ -1,8 +1,10 @@
 """The data directory's layout, in one place.
 
     <data dir>/jobs.sqlite3                       the default job store (SQLite, WAL)
+    <data dir>/jobs.sqlite3.migrate.lock          held while a process migrates that store's schema
     <data dir>/url-signing.key                    the result-URL signing secret (0600)
     <data dir>/results/<owner digest>/<id>.mp4    result files (owner names never shape paths)
+    <data dir>/scratch/<id>.mp4                   with --results s3://...: rendered here, then uploaded
     <data dir>/cache/...                          the tiny model and other caches (written by the pipeline)
 """
 

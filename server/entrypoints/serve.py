@@ -25,6 +25,7 @@ from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
 from server.entrypoints.probe import run_probe
 from server.queue import JobStore
+from server.results import open_results
 from server.worker.supervisor import Supervisor
 
 log = logging.getLogger("ltx_server.serve")
@@ -68,6 +69,9 @@ def worker_command(config: ServerConfig) -> list[str]:
         command.append("--compile")
     if config.engine:
         command += ["--engine", config.engine]
+    command += ["--log-format", config.log_format, "--results", config.results]
+    if config.s3_endpoint_url:
+        command += ["--s3-endpoint-url", config.s3_endpoint_url]
     return command
 
 
@@ -95,7 +99,7 @@ def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
 def run(args: argparse.Namespace) -> int:
     """Start the workers, then serve HTTP until interrupted; stop the workers on the way out."""
     config = from_args(args)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         keys = KeyRing.load(config.api_keys_file, config.api_keys)
     except KeyConfigError as exc:
@@ -104,11 +108,17 @@ def run(args: argparse.Namespace) -> int:
     if notice:
         log.warning("%s", notice)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    config, gpu_ids = plan_workers(config)
+    # An API-only node probes nothing: its GPUs (if any) are not used; workers on other machines
+    # refuse what their GPU cannot fit, with the same message.
+    config, gpu_ids = (config, []) if config.api_only else plan_workers(config)
+    try:
+        results = open_results(config.results, config.data_dir, config.s3_endpoint_url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     store = JobStore(config.store_url)
-    janitor = Janitor.from_config(config, store)
-    supervisor = Supervisor(worker_command(config), config.workers or max(1, len(gpu_ids)), gpu_ids,
-                            on_exit=janitor.worker_died)
+    janitor = Janitor.from_config(config, store, results)
+    count = 0 if config.api_only else config.workers or max(1, len(gpu_ids))
+    supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,
@@ -117,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
     # would kill this process before the workers are stopped, so make it a no-op here.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
+        # JSON logs: uvicorn's loggers propagate to the root handler instead of using their own format.
+        extra = {"log_config": None} if config.log_format == "json" else {}
         uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, **extra)
     finally:
         supervisor.stop()
         store.close()

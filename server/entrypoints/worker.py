@@ -13,11 +13,13 @@ from server.core.config import add_options, from_args
 from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
 from server.queue import JobStore
+from server.results import open_results
 from server.worker.worker import Worker
 
 log = logging.getLogger("ltx_server.worker")
 
-WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level")
+WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level",
+                  "log_format", "results", "s3_endpoint_url")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,13 +52,17 @@ def engine_factory(name: str) -> Callable[[EngineSpec], Engine]:
 def run(args: argparse.Namespace) -> int:
     """Load, then loop over jobs until SIGTERM/SIGINT."""
     config = from_args(args)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
+    try:
+        results = open_results(config.results, config.data_dir, config.s3_endpoint_url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     factory = engine_factory(config.engine)
     spec = EngineSpec(weights=config.weights, data_dir=config.data_dir, device=args.device, plan=config.plan,
                       compile_blocks=config.compile)
     store = JobStore(config.store_url)
     worker = Worker(store, lambda: factory(spec), Path(config.data_dir), config.lease_seconds, args.worker_id,
-                    device_hint=args.device)
+                    device_hint=args.device, results=results)
     worker.install_signal_handlers()
     worker.load()
     log.info("worker %s ready", worker.worker_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
+from server.queue.notify import CHANNEL_EVENTS, notify
 from server.queue.records import JobEvent
 from server.queue.tables import events
 
@@ -19,6 +20,7 @@ class EventLog:
     """Reading and pruning the event log (mixed into `JobStore`, which owns `engine`)."""
 
     engine: Engine
+    schema: str
 
     def events_after(self, after_id: int, limit: int = 500) -> list[JobEvent]:
         """Events with id > after_id, oldest first."""
@@ -48,7 +50,6 @@ class EventLog:
         with self.engine.begin() as conn:
             return conn.execute(delete(events).where(events.c.created_at < older_than)).rowcount
 
-
-    @staticmethod
-    def _event(conn: Any, owner: str, job_id: str, name: str, payload: dict[str, Any], now: float) -> None:
+    def _event(self, conn: Any, owner: str, job_id: str, name: str, payload: dict[str, Any], now: float) -> None:
         conn.execute(insert(events).values(owner=owner, job_id=job_id, name=name, payload=payload, created_at=now))
+        notify(conn, CHANNEL_EVENTS, job_id, self.schema)

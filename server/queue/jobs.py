@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS, notify
 from server.queue.records import Job, NewJob
 from server.queue.tables import (
     ACTIVE,
@@ -42,6 +43,7 @@ class JobQueue:
     """Jobs and their start images (mixed into `JobStore`, which owns `engine` and `_event`)."""
 
     engine: Engine
+    schema: str
     _event: Any
 
     # ---- clients ----------------------------------------------------------------------------
@@ -64,6 +66,7 @@ class JobQueue:
                         attempts=0,
                     )
                 )
+            notify(conn, CHANNEL_JOBS, "", self.schema)
         return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
@@ -161,6 +164,8 @@ class JobQueue:
             if result.rowcount:
                 self._event(conn, row.owner, job_id, EVENT_CANCELLED,
                             {"status": CANCELLED}, now)
+                if row.status == PROCESSING:  # its worker stops within one step
+                    notify(conn, CHANNEL_CANCEL, job_id, self.schema)
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:
@@ -195,7 +200,7 @@ class JobQueue:
                 .group_by(jobs.c.owner)
             ).all())
             head = min(heads, key=lambda h: (served.get(h.owner, float("-inf")), h.first))
-        return conn.execute(select(jobs.c.id, jobs.c.owner).where(jobs.c.seq == head.first)).first()
+        return head  # (owner, first): the claim updates the row by `seq`
 
     def claim_next(self, worker_id: str, lease_seconds: float, now: float | None = None) -> Job | None:
         """Take the next queued job (fair FIFO, see `_next_candidate`) for `worker_id` with a lease.
@@ -208,19 +213,21 @@ class JobQueue:
                 candidate = self._next_candidate(conn)
                 if candidate is None:
                     return None
+                # RETURNING (PostgreSQL; SQLite >= 3.35) saves a read-back round trip per claim.
                 claimed = conn.execute(
                     update(jobs)
-                    .where(jobs.c.id == candidate.id, jobs.c.status == QUEUED)
+                    .where(jobs.c.seq == candidate.first, jobs.c.status == QUEUED)
                     .values(status=PROCESSING, worker_id=worker_id, started_at=now,
                             lease_expires_at=now + lease_seconds, attempts=jobs.c.attempts + 1,
                             progress=0.0, stage="prepare", error_message=None)
-                ).rowcount
-                if claimed:
-                    self._event(conn, candidate.owner, candidate.id, EVENT_STARTED,
+                    .returning(*jobs.c)
+                ).first()
+                if claimed is not None:
+                    self._event(conn, candidate.owner, claimed.id, EVENT_STARTED,
                                 {"status": PROCESSING},
                                 now)
-            if claimed:
-                return self.get(candidate.id)
+            if claimed is not None:
+                return _job(claimed)
             now = None
         return None
 
@@ -262,22 +269,25 @@ class JobQueue:
         return row is not None
 
     def complete(
-        self, job_id: str, worker_id: str, result_path: str, info: dict[str, Any], now: float | None = None
+        self, job_id: str, worker_id: str, result_path: str, info: dict[str, Any], now: float | None = None,
+        step_seconds: float | None = None, size_bucket: str | None = None,
     ) -> bool:
-        """Mark succeeded with its result file; False when the job was no longer this worker's."""
+        """Mark succeeded with its result (a key of the results backend); False when no longer this worker's.
+
+        `step_seconds` (mean denoising step time) and `size_bucket` feed the fleet's metrics.
+        """
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(jobs).where(*self._mine(job_id, worker_id)).values(
                     status=SUCCEEDED, completed_at=now, progress=1.0, stage="done", result_path=result_path,
-                    info=info, lease_expires_at=None,
-                )
-            ).rowcount
-            if done:
-                owner, model = conn.execute(select(jobs.c.owner, jobs.c.model).where(jobs.c.id == job_id)).one()
-                self._event(conn, owner, job_id, EVENT_COMPLETED,
-                            {"status": SUCCEEDED, "model": model}, now)
-        return bool(done)
+                    info=info, lease_expires_at=None, step_seconds=step_seconds, size_bucket=size_bucket,
+                ).returning(jobs.c.owner, jobs.c.model)
+            ).first()
+            if done is not None:
+                self._event(conn, done.owner, job_id, EVENT_COMPLETED,
+                            {"status": SUCCEEDED, "model": done.model}, now)
+        return done is not None
 
     def fail(self, job_id: str, worker_id: str | None, message: str, now: float | None = None) -> bool:
         """Mark failed with a message; with a worker id only if it still owns the job."""
@@ -290,12 +300,15 @@ class JobQueue:
     def requeue(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
         """Give a job back to the queue without counting the attempt (a worker shutting down)."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(
+            changed = conn.execute(
                 update(jobs).where(*self._mine(job_id, worker_id)).values(
                     status=QUEUED, worker_id=None, lease_expires_at=None, started_at=None, progress=0.0,
                     stage=None, attempts=jobs.c.attempts - 1,
                 )
-            ).rowcount)
+            ).rowcount
+            if changed:
+                notify(conn, CHANNEL_JOBS, "", self.schema)
+            return bool(changed)
 
     def recover_abandoned(
         self, now: float | None = None, worker_id: str | None = None, reason: str | None = None
@@ -328,6 +341,9 @@ class JobQueue:
                     ).rowcount
                 if changed:
                     touched.append(row.id)
+                    # The old worker (if alive after all) stops; a retried job wakes the others.
+                    notify(conn, CHANNEL_CANCEL, row.id, self.schema)
+                    notify(conn, CHANNEL_JOBS, "", self.schema)
         return touched
 
     # ---- start images and retention -----------------------------------------------------------
@@ -380,4 +396,5 @@ class JobQueue:
             owner = conn.execute(select(jobs.c.owner).where(jobs.c.id == job_id)).scalar_one()
             self._event(conn, owner, job_id, EVENT_COMPLETED,
                         {"status": FAILED, "error": message}, now)
+            notify(conn, CHANNEL_CANCEL, job_id, self.schema)  # failed by someone else: its worker stops
         return changed

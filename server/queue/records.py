@@ -31,6 +31,8 @@ class Job:
     error_message: str | None
     info: dict[str, Any] | None
     seq: int = 0
+    step_seconds: float | None = None  # mean denoising step time (metrics)
+    size_bucket: str | None = None  # resolution bucket (metrics)
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,56 @@
 """The durable job store: one `JobStore` interface over SQLAlchemy (SQLite WAL or PostgreSQL).
 
 Storage only, in four parts: the queue and its start images (`jobs`), the event log (`events`),
-the worker registry (`workers`) and the schema (`tables`). Events are rows in the same database,
+the worker registry (`workers`) and the schema (`tables`, migrated by `schema`); `notify` wakes
+readers on PostgreSQL (LISTEN/NOTIFY) instead of making them poll. Events are rows in the same database,
 written in the same transaction as the state change they describe; API processes tail that
 table, so workers and API processes stay decoupled (any number of each, on any host sharing it).
 """
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, func, select
 
 from server.queue.events import EventLog
 from server.queue.jobs import JobQueue
+from server.queue.notify import Listener
+from server.queue.schema import migrate
+from server.queue.stats import StoreStats
 from server.queue.tables import make_engine as make_engine
-from server.queue.tables import metadata
 from server.queue.workers import WorkerRegistry
 
 
-class JobStore(JobQueue, EventLog, WorkerRegistry):
+class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
     """The queue's single interface; the API, the workers and the janitor all go through it.
     """
 
     def __init__(self, url: str, *, create: bool = True):
         self.url = url
         self.engine = make_engine(url)
+        self.schema = _current_schema(self.engine)
+        # Started by the processes that wait on the store (workers, the SSE hub): `listener.start()`.
+        self.listener = Listener(url, self.schema)
         if create:
             self.create_schema()
 
+    @property
+    def notifies(self) -> bool:
+        """True where writes wake listeners (PostgreSQL), so waiters may poll slowly."""
+        return self.listener.active
+
     def create_schema(self) -> None:
-        """Create missing tables (idempotent; safe when several processes start together)."""
-        try:
-            metadata.create_all(self.engine)
-        except IntegrityError:  # another process created them in between (PostgreSQL)
-            pass
-        except Exception:
-            # A concurrent CREATE on PostgreSQL can fail with a duplicate-type error; the
-            # schema exists afterwards either way.
-            metadata.create_all(self.engine)
+        """Create or upgrade the schema to the newest migration (under a lock; safe when nodes start together)."""
+        migrate(self.engine)
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Stop listening and release pooled connections."""
+        self.listener.close()
         self.engine.dispose()
+
+
+def _current_schema(engine: Engine) -> str:
+    """The PostgreSQL schema the store's tables live in (notification channels are per schema)."""
+    if engine.dialect.name != "postgresql":
+        return "main"
+    with engine.connect() as conn:
+        return str(conn.execute(select(func.current_schema())).scalar() or "public")

@@ -1,4 +1,8 @@
-"""The store's schema: tables, job states and event names (SQLAlchemy Core; SQLite or PostgreSQL)."""
+"""The store's schema: tables, job states and event names (SQLAlchemy Core; SQLite or PostgreSQL).
+
+This is the schema at the newest migration (`server/queue/migrations/versions`); a change here
+needs a new revision there (see ARCHITECTURE.md, "A schema change").
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -57,6 +62,8 @@ jobs = Table(
     Column("result_deleted_at", Float),
     Column("error_message", Text),
     Column("info", JSON),  # extension facts about the output (seed, size, fps)
+    Column("step_seconds", Float),  # mean denoising step time of the run (metrics)
+    Column("size_bucket", String(16)),  # resolution bucket of the request (metrics)
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_owner_status", "owner", "status"),
     Index("ix_jobs_owner_started", "owner", "started_at"),
@@ -93,6 +100,9 @@ workers = Table(
     Column("notice", Text),
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
+    Column("job_id", String(36)),  # the job it runs now (None: idle)
+    Column("gpu_memory_allocated", BigInteger),  # bytes, read by the worker (None without a GPU)
+    Column("gpu_memory_reserved", BigInteger),
 )
 
 

@@ -31,11 +31,14 @@ class WorkerRegistry:
                     id=worker_id, device=device, pid=pid, ready=ready, smoke_test=smoke_test, notice=notice,
                     started_at=now, last_seen=now))
 
-    def worker_seen(self, worker_id: str, now: float | None = None) -> None:
-        """Liveness ping for an idle worker."""
+    def worker_seen(self, worker_id: str, now: float | None = None, job_id: str | None = None,
+                    gpu_memory: tuple[int, int] | None = None) -> None:
+        """Liveness ping, with the job it runs (None: idle) and its GPU memory (allocated, reserved) if any."""
         now = time.time() if now is None else now
+        allocated, reserved = gpu_memory if gpu_memory else (None, None)
         with self.engine.begin() as conn:
-            conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen=now))
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(
+                last_seen=now, job_id=job_id, gpu_memory_allocated=allocated, gpu_memory_reserved=reserved))
 
     def remove_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped."""

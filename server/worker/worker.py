@@ -6,14 +6,18 @@ a wrapper (see `ltx-server worker --engine MODULE:FACTORY`).
 
 Per job, a reporter thread extends the job's lease and records progress (so the janitor can
 tell a live worker from a dead one), and the cancel check the engine polls before every
-denoising step reads the store at most every `CANCEL_CHECK_INTERVAL` seconds. Results are
-written under `<data dir>/results/<owner digest>/<id>.mp4` by the engine's atomic writer, so a
-half-written file is never visible under its final name. Workers do not recover other workers'
-jobs: that is the janitor's (`server.api.services.janitor`).
+denoising step reads the store at most every `CANCEL_CHECK_INTERVAL` seconds (on PostgreSQL: when
+a cancel notification names the job, else every `NOTIFIED_CANCEL_CHECK_INTERVAL`). An idle worker
+sleeps until a new-job notification (PostgreSQL) or its poll interval. Results are written by the
+engine's atomic writer to a scratch path of the results backend (`server.results`) and then
+published (the final directory, or an S3 upload visible only once complete), so a half-written
+file is never served. Workers do not recover other workers' jobs: that is the janitor's
+(`server.api.services.janitor`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import secrets
@@ -27,16 +31,24 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import Engine, Progress
+from pipeline.engine import Engine, Progress, gpu_memory
 from pipeline.errors import Cancelled, OutOfMemory, Refused
 from server.api.schemas import VideoRequest
-from server.core.paths import DataPaths
+from server.core.job_logs import job_context
+from server.core.size_buckets import size_bucket
 from server.queue import Job, JobStore
+from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS
+from server.results import LocalResults, ResultStore
 
 log = logging.getLogger("ltx_server.worker")
 
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between store reads in the per-step cancel check
 IDLE_POLL_INTERVAL = 0.25
+# With notifications (PostgreSQL) polling is only the fallback for a notification lost while the
+# listener reconnects; it still bounds how late a wake-up can be.
+NOTIFIED_IDLE_POLL_INTERVAL = 5.0
+NOTIFIED_CANCEL_CHECK_INTERVAL = 2.0
+DENOISING_STAGES = ("stage1", "stage2")  # the steps whose time the per-step metric measures
 PROGRESS_EVENT_INTERVAL = 1.0  # at most one progress event per job per second
 LIVENESS_INTERVAL = 2.0  # the API counts a worker as ready while its row is fresher than 5x this
 
@@ -56,6 +68,10 @@ class _JobState:
     step: int = 0  # of `total`, within `stage` (the playground shows "stage 1 · step 5/8")
     total: int = 0
     lost: bool = False  # cancelled, or no longer ours
+    check_now: bool = False  # a cancel notification named this job: read the store at the next step
+    step_total: float = 0.0  # seconds spent in denoising steps, and how many
+    steps: int = 0
+    last_step_at: float | None = None
 
 
 class Worker:
@@ -69,16 +85,30 @@ class Worker:
         lease_seconds: float = 60.0,
         worker_id: str | None = None,
         device_hint: str | None = None,
+        results: ResultStore | None = None,
     ):
         self.store = store
         # An object with `generate` is an engine already; anything else is a factory for `load` to call.
         self.engine: Engine | None = engine if hasattr(engine, "generate") else None  # type: ignore[assignment]
         self._factory: EngineFactory | None = None if self.engine is not None else engine  # type: ignore[assignment]
-        self.paths = DataPaths(data_dir)
+        self.results = results or LocalResults(data_dir)
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or new_worker_id()
         self.device_hint = device_hint
         self.stop_event = threading.Event()
+        self.wake = threading.Event()  # set by a new-job notification (and by stop)
+        self._current: _JobState | None = None
+        notified = store.notifies
+        self.idle_poll = NOTIFIED_IDLE_POLL_INTERVAL if notified else IDLE_POLL_INTERVAL
+        self.cancel_check_interval = NOTIFIED_CANCEL_CHECK_INTERVAL if notified else CANCEL_CHECK_INTERVAL
+        if notified:
+            store.listener.subscribe(CHANNEL_JOBS, lambda _subject: self.wake.set())
+            store.listener.subscribe(CHANNEL_CANCEL, self._on_cancel_notice)
+
+    def _on_cancel_notice(self, job_id: str) -> None:
+        state = self._current
+        if state is not None and (not job_id or job_id == state.job.id):
+            state.check_now = True
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -105,15 +135,19 @@ class Worker:
         def _stop(signum: int, _frame: Any) -> None:
             log.info("worker %s: signal %d, stopping", self.worker_id, signum)
             self.stop_event.set()
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
     def _keep_alive(self) -> None:
         """Refresh this worker's row every LIVENESS_INTERVAL, busy or idle (readiness reads it)."""
+        device = self.engine.info.device if self.engine is not None else "cpu"
         while not self.stop_event.wait(LIVENESS_INTERVAL):
             try:
-                self.store.worker_seen(self.worker_id)
+                state = self._current
+                self.store.worker_seen(self.worker_id, job_id=state.job.id if state else None,
+                                       gpu_memory=gpu_memory(device))
             except Exception:
                 log.exception("liveness update failed; retrying")
 
@@ -122,8 +156,10 @@ class Worker:
         if self.engine is None:
             self.load()
         threading.Thread(target=self._keep_alive, name="liveness", daemon=True).start()
+        self.store.listener.start()
         try:
             while not self.stop_event.is_set():
+                self.wake.clear()  # before the claim: a job enqueued after it re-sets the flag
                 try:
                     job = self.store.claim_next(self.worker_id, self.lease_seconds)
                 except Exception:  # the store is briefly unreachable: keep the model loaded and retry
@@ -131,9 +167,10 @@ class Worker:
                     self.stop_event.wait(2.0)
                     continue
                 if job is None:
-                    self.stop_event.wait(IDLE_POLL_INTERVAL)
+                    self.wake.wait(self.idle_poll)
                     continue
-                self.run_job(job)
+                with job_context(job.id):
+                    self.run_job(job)
         finally:
             self.store.remove_worker(self.worker_id)
 
@@ -143,10 +180,12 @@ class Worker:
         """Generate one claimed job and record the outcome; never raises for a job's failure."""
         state = _JobState(job)
         done = threading.Event()
-        reporter = threading.Thread(target=self._report, args=(state, done), daemon=True, name="reporter")
+        context = contextvars.copy_context()  # the reporter's log lines carry the generation id too
+        reporter = threading.Thread(target=context.run, args=(self._report, state, done), daemon=True,
+                                    name="reporter")
         reporter.start()
-        output = self.paths.result_file(job.owner, job.id)
-        output.parent.mkdir(parents=True, exist_ok=True)
+        self._current = state
+        output = self.results.scratch_path(job.owner, job.id)
         log.info("job %s: started (attempt %d)", job.id, job.attempts)
         started = time.perf_counter()
         try:
@@ -156,10 +195,16 @@ class Worker:
                                           cancel=self._cancel_check(state))
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
-            if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
+            if not self.store.is_still_mine(job.id, self.worker_id):  # cancelled while decoding: no upload
+                Path(result.path).unlink(missing_ok=True)
+                raise Cancelled("the job was cancelled or taken over while finishing")
+            key = self.results.publish(job.owner, job.id, Path(result.path))
+            step = state.step_total / state.steps if state.steps else None
+            if self.store.complete(job.id, self.worker_id, key, info, step_seconds=step,
+                                   size_bucket=size_bucket(job.params.get("resolution"))):
                 log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
             else:  # cancelled or taken away while finishing: the file is not anyone's result
-                Path(result.path).unlink(missing_ok=True)
+                self.results.delete(key)
         except Cancelled:
             if self.stop_event.is_set() and self.store.requeue(job.id, self.worker_id):
                 log.info("job %s: worker stopping, job returned to the queue", job.id)
@@ -175,12 +220,19 @@ class Worker:
             log.exception("job %s failed", job.id)
             self.store.fail(job.id, self.worker_id, f"Generation failed: {type(exc).__name__}: {_first_line(exc)}")
         finally:
+            self._current = None
             done.set()
             reporter.join(timeout=5)
 
     @staticmethod
     def _on_progress(state: _JobState) -> Callable[[Progress], None]:
         def on_progress(progress: Progress) -> None:
+            now = time.perf_counter()
+            # A denoising step is the time between two reports of the same denoising stage.
+            if progress.stage in DENOISING_STAGES and progress.stage == state.stage and state.last_step_at:
+                state.step_total += now - state.last_step_at
+                state.steps += 1
+            state.last_step_at = now
             state.progress, state.stage = progress.fraction, progress.stage
             state.step, state.total = progress.step, progress.total
 
@@ -193,7 +245,8 @@ class Worker:
             if self.stop_event.is_set() or state.lost:
                 return True
             now = time.monotonic()
-            if now - last_check[0] >= CANCEL_CHECK_INTERVAL:
+            if state.check_now or now - last_check[0] >= self.cancel_check_interval:
+                state.check_now = False
                 last_check[0] = now
                 if not self.store.is_still_mine(state.job.id, self.worker_id):
                     state.lost = True

@@ -5,10 +5,13 @@ Selected for live workers with `ltx-server worker|serve --engine faulty_engine:l
 
     [[test-oom]]             OutOfMemory at the first stage-1 step (phase "stage1"), memory untouched
     [[test-step-delay=S]]    sleep S seconds after every progress report (a slow job)
+    [[test-log-steps]]       log `test step <stage> <step>/<total>` at every progress report (tests count
+                             the steps a job ran after some moment, e.g. a cancel)
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -18,6 +21,9 @@ from pipeline.errors import OutOfMemory
 
 DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
 OOM = "[[test-oom]]"
+LOG_STEPS = "[[test-log-steps]]"
+
+log = logging.getLogger("ltx_server.faulty_engine")
 
 
 class _InjectedOOM(Exception):
@@ -36,8 +42,11 @@ class FaultyEngine:
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
         oom = OOM in prompt
+        log_steps = LOG_STEPS in prompt
 
         def on_progress(report) -> None:
+            if log_steps:
+                log.info("test step %s %d/%d", report.stage, report.step, report.total)
             if progress is not None:
                 progress(report)
             if oom and report.stage == "stage1":

@@ -15,6 +15,7 @@ from server.api.deps import Services, body_doc, current_owner, read_json, servic
 from server.api.errors import APIError
 from server.api.schemas import MODEL_ID, SyncGenerateBody
 from server.api.services.accept import accept
+from server.api.services.result_files import result_bytes
 from server.queue import TERMINAL
 
 log = logging.getLogger("ltx_server.api")
@@ -41,7 +42,7 @@ async def generate(request: Request, owner: str = Depends(current_owner),
     if job.status != "succeeded":
         raise APIError(500, "unknown_error", job.error_message or f"The generation was {job.status}.")
     if body.response_format == "b64_json":
-        data_bytes = await anyio.to_thread.run_sync(svc.config.paths.resolve(job.result_path).read_bytes)
+        data_bytes = await anyio.to_thread.run_sync(result_bytes, svc.results, job.result_path)
         video: dict[str, str] = {"b64_json": base64.b64encode(data_bytes).decode("ascii")}
     else:
         video = {"url": svc.result_url(request, job) or ""}

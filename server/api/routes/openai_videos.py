@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import av
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile  # what request.form() yields (FastAPI subclasses it)
 from starlette.exceptions import HTTPException  # what request.form() raises for too many parts
@@ -25,6 +25,7 @@ from server.api.errors import OpenAIError
 from server.api.openai_schemas import queue_body, video_object
 from server.api.schemas import QueueBody
 from server.api.services.accept import accept
+from server.api.services.result_files import result_bytes, result_response
 from server.queue import SUCCEEDED, Job
 
 router = APIRouter(tags=["openai"])
@@ -133,7 +134,7 @@ def delete_video(video_id: str, owner: str = Depends(current_owner),
 
 
 @router.get("/v1/videos/{video_id}/content", response_model=None)
-def video_content(video_id: str, variant: str = "video", owner: str = Depends(current_owner),
+def video_content(request: Request, video_id: str, variant: str = "video", owner: str = Depends(current_owner),
                   svc: Services = Depends(services)) -> Response:  # noqa: B008
     """The MP4, or (`variant=thumbnail`) a JPEG of its first frame. Spritesheets are not made."""
     if variant not in ("video", "thumbnail"):
@@ -143,15 +144,18 @@ def video_content(video_id: str, variant: str = "video", owner: str = Depends(cu
     if job.status != SUCCEEDED:
         raise OpenAIError(409, f"Video {video_id} is {video_object(job)['status']}, so it has no content.",
                           "video_not_ready")
-    path = svc.config.paths.resolve(job.result_path) if job.result_path and not job.result_deleted_at else None
-    if path is None or not path.is_file():
+    key = job.result_path if job.result_path and not job.result_deleted_at else None
+    response = result_response(svc.results, key, request, f"{video_id}.mp4") if key else None
+    if response is None:
         raise OpenAIError(404, f"The content of video {video_id} has been deleted (retention).", "content_deleted")
     if variant == "video":
-        return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4", content_disposition_type="inline")
-    return Response(thumbnail(str(path)), media_type="image/jpeg")
+        return response
+    path = svc.results.local_file(key)
+    return Response(thumbnail(str(path) if path else io.BytesIO(result_bytes(svc.results, key))),
+                    media_type="image/jpeg")
 
 
-def thumbnail(path: str) -> bytes:
+def thumbnail(path: str | io.BytesIO) -> bytes:
     """The first frame as a JPEG (one frame decoded: cheap)."""
     with av.open(path) as container:
         frame = next(container.decode(video=0))

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 
 from server.api.deps import Services, services
 from server.api.errors import APIError
+from server.api.services.result_files import result_response
 
 router = APIRouter(tags=["results"])
 
 
 @router.api_route("/api/results/{generation_id}.mp4", methods=["GET", "HEAD"])
-def result_file(generation_id: str, expires: str = "", signature: str = "",
-                svc: Services = Depends(services)) -> FileResponse:  # noqa: B008
-    """The MP4 behind a signed result URL (byte ranges supported)."""
+async def result_file(request: Request, generation_id: str, expires: str = "", signature: str = "",
+                      svc: Services = Depends(services)) -> Response:  # noqa: B008
+    """The MP4 behind a signed result URL (byte ranges supported), from any results backend."""
     if not svc.signer.verify(generation_id, expires, signature):
         raise APIError(403, "unauthenticated", "This result URL is invalid or has expired.")
-    job = svc.store.get(generation_id)
+    job = await anyio.to_thread.run_sync(svc.store.get, generation_id)
     if job is None or job.status != "succeeded" or not job.result_path or job.result_deleted_at:
         raise APIError(404, "resource_not_found")
-    path = svc.config.paths.resolve(job.result_path)
-    if not path.is_file():
+    response = await anyio.to_thread.run_sync(result_response, svc.results, job.result_path, request,
+                                              f"{generation_id}.mp4")
+    if response is None:
         raise APIError(404, "resource_not_found")
-    return FileResponse(path, media_type="video/mp4", filename=f"{generation_id}.mp4",
-                        content_disposition_type="inline")
+    return response

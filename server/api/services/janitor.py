@@ -3,7 +3,8 @@
 * jobs whose worker stopped sending heartbeats (lease expired) are retried once, then failed;
 * jobs of a worker known to have died (the supervisor reports it through `worker_died`) are
   recovered at once instead of waiting for the lease;
-* result files past `--retention-hours` are deleted (their records stay and say so);
+* results past `--retention-hours` are deleted from their backend, files or objects (their records
+  stay and say so);
 * old event rows and start images no active job needs are pruned.
 
 Workers and the supervisor do not recover jobs themselves: they report, the janitor acts.
@@ -12,7 +13,6 @@ Workers and the supervisor do not recover jobs themselves: they report, the jani
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -20,8 +20,8 @@ from pathlib import Path
 import anyio
 
 from server.core.config import ServerConfig
-from server.core.paths import DataPaths
 from server.queue import JobStore
+from server.results import LocalResults, ResultStore
 
 log = logging.getLogger("ltx_server.janitor")
 
@@ -32,24 +32,26 @@ class Janitor:
     """Periodic upkeep of one store."""
 
     def __init__(self, store: JobStore, data_dir: Path, lease_seconds: float = 60.0, retention_hours: float = 0.0,
-                 events_grace_seconds: float = 120.0):
+                 events_grace_seconds: float = 120.0, results: ResultStore | None = None):
         self.store = store
-        self.paths = DataPaths(data_dir)
+        self.results = results or LocalResults(data_dir)
         self.retention_hours = retention_hours
         self.events_keep_seconds = max(3600.0, 2 * events_grace_seconds)
         self.interval = max(0.5, min(30.0, lease_seconds / 4))
 
     @classmethod
-    def from_config(cls, config: ServerConfig, store: JobStore) -> Janitor:
-        return cls(store, config.data_dir, config.lease_seconds, config.retention_hours, config.events_grace_seconds)
+    def from_config(cls, config: ServerConfig, store: JobStore, results: ResultStore | None = None) -> Janitor:
+        return cls(store, config.data_dir, config.lease_seconds, config.retention_hours, config.events_grace_seconds,
+                   results)
 
     def run_once(self, now: float | None = None) -> None:
         """One pass: recover abandoned jobs, apply retention, prune events and start images."""
         now = time.time() if now is None else now
         for job_id in self.store.recover_abandoned(now):
-            log.warning("job %s: worker lost (lease expired); retried or failed", job_id)
+            log.warning("job %s: worker lost (lease expired); retried or failed", job_id,
+                        extra={"generation_id": job_id})
         if self.retention_hours > 0:
-            apply_retention(self.store, self.paths.root, self.retention_hours, now)
+            apply_retention(self.store, self.results, self.retention_hours, now)
         self.store.prune_events(now - self.events_keep_seconds)
         self.store.prune_inputs(now - INPUT_KEEP_SECONDS)
 
@@ -57,7 +59,7 @@ class Janitor:
         """A worker process is gone (the supervisor saw it exit): recover its job now, forget its row."""
         touched = self.store.recover_abandoned(worker_id=worker_id, reason=reason)
         for job_id in touched:
-            log.warning("job %s: %s; retried or failed", job_id, reason)
+            log.warning("job %s: %s; retried or failed", job_id, reason, extra={"generation_id": job_id})
         self.store.remove_worker(worker_id)
         return touched
 
@@ -71,14 +73,17 @@ class Janitor:
             await asyncio.sleep(self.interval)
 
 
-def apply_retention(store: JobStore, data_dir: Path, retention_hours: float, now: float | None = None) -> list[str]:
-    """Delete result files older than the retention period; their records stay and say so."""
+def apply_retention(store: JobStore, results: ResultStore | Path, retention_hours: float,
+                    now: float | None = None) -> list[str]:
+    """Delete results (files or objects) older than the retention period; their records stay and say so.
+
+    `results` may be a data directory (the local backend) for callers that have no backend at hand.
+    """
     now = time.time() if now is None else now
-    paths = DataPaths(data_dir)
+    backend = LocalResults(results) if isinstance(results, Path) else results
     deleted = []
     for job in store.expired_results(now - retention_hours * 3600):
-        with contextlib.suppress(FileNotFoundError):
-            paths.resolve(job.result_path or "").unlink()
+        backend.delete(job.result_path or "")
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now))
         store.mark_result_deleted(
             job.id, f"The result was deleted on {when} by this server's retention policy "
