@@ -37,6 +37,20 @@ GiB = planner.GiB
 
 
 @dataclass(frozen=True)
+class RankGroup:
+    """This process's place in a group of `size` processes that run each job together (one GPU each).
+
+    Rank 0 serves the rendezvous store at `address` (host:port) and takes the jobs; a collective
+    that waits longer than `timeout_s` fails (a dead or stuck rank never hangs the group).
+    """
+
+    rank: int
+    size: int
+    address: str
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """What to load: `weights` is auto | tiny | a directory; the rest choose device and GPU memory plan."""
 
@@ -45,6 +59,7 @@ class EngineSpec:
     device: str | None = None
     plan: str | None = None
     compile_blocks: bool = False
+    group: RankGroup | None = None  # one job split over several GPUs (context parallelism); None: one device
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class Engine:
         from pipeline.generation.runtime import VideoGenerator, is_out_of_memory
 
         found = describe_weights(spec)
+        if spec.group is not None:
+            return cls._load_group(spec, found)
         try:
             generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
                                                       compile_blocks=spec.compile_blocks)
@@ -109,6 +126,54 @@ class Engine:
                               "choose a smaller memory plan (--plan).", "load") from None
         summary = generator.execution.summary() if generator.execution is not None else None
         return cls(generator, dataclasses.replace(found, plan_summary=summary))
+
+    @classmethod
+    def _load_group(cls, spec: EngineSpec, found: EngineInfo) -> Engine:
+        """Join the rank group and load this rank's share (see `pipeline.generation.group_runtime`)."""
+        # deferred: torch.distributed and the runtime load only in processes that run the model
+        from pipeline.generation.group_runtime import GroupVideoGenerator
+        from pipeline.placement.parallel import init_group
+
+        group = spec.group
+        assert group is not None
+        device = found.device if not found.device.startswith("cuda") else f"cuda:{group.rank}"
+        store = init_group(group.rank, group.size, group.address, device.split(":")[0], group.timeout_s)
+        generator = GroupVideoGenerator.load(found.path, device, store, plan=spec.plan,
+                                             compile_blocks=spec.compile_blocks)
+        summary = generator.parallel.describe()
+        if generator.execution is not None:
+            summary = f"{generator.execution.summary()}\n{summary}"
+        label = f"{device} (rank {group.rank} of {group.size})"
+        return cls(generator, dataclasses.replace(found, device=label, plan_summary=summary))
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in its job group (0 without a group: it takes the jobs)."""
+        return getattr(self._generator, "rank", 0)
+
+    @property
+    def needs_restart(self) -> bool:
+        """A job group whose collectives failed mid-job: the process group must be restarted."""
+        return bool(getattr(self._generator, "broken", False))
+
+    def follow(self, stop: CancelCheck | None = None) -> None:
+        """On a rank other than 0: run the leader's jobs until it stops (or `stop()` while idle).
+
+        Raises `GroupFailed` when a collective fails (the leader died or timed out).
+        """
+        from pipeline.generation.group_runtime import raise_group_failure  # deferred: imports torch.distributed
+
+        try:
+            self._generator.follow(stop or (lambda: False))
+        except Exception as exc:
+            raise_group_failure(exc)
+            raise
+
+    def close(self) -> None:
+        """Leave the job group (rank 0 tells the others to stop); a no-op for a single device."""
+        close = getattr(self._generator, "close", None)
+        if close is not None:
+            close()
 
     def generate(
         self,
@@ -131,6 +196,10 @@ class Engine:
             return self._generator.generate(params, image, output, on_progress=progress, should_cancel=cancel,
                                             **options)
         except Exception as exc:
+            if self.needs_restart:  # a rank died or stopped answering: the group restarts, the job is retried
+                from pipeline.generation.group_runtime import raise_group_failure  # deferred: as above
+
+                raise_group_failure(exc)
             phase = oom_phase(exc, self._generator)
             if phase is None:
                 raise
@@ -216,5 +285,6 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
+    "RankGroup",
     "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
 ]

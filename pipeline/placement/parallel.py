@@ -32,6 +32,7 @@ LTX-2.3 (see ARCHITECTURE.md "Many GPUs" for the findings in full):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -44,6 +45,8 @@ from diffusers.models._modeling_parallel import (
     ParallelConfig,
 )
 from torch.distributed.device_mesh import DeviceMesh
+
+from pipeline.errors import PlanError
 
 # The attentions whose keys are video tokens (split over the ranks): they communicate.
 COMMUNICATING_ATTENTIONS = ("attn1", "video_to_audio_attn")
@@ -172,3 +175,30 @@ def _mesh(device_type: str, global_ranks: list[int]) -> DeviceMesh:
     """A (ring=1, ulysses=N) mesh over the running process group's ranks."""
     return DeviceMesh(device_type, torch.tensor(global_ranks).view(1, len(global_ranks)),
                       mesh_dim_names=("ring", "ulysses"))
+
+
+def refuse_with_group(plan: str) -> None:
+    """Block offload streams the transformer's blocks through one GPU: it does not combine with a split job."""
+    if plan == "offload":
+        raise PlanError("memory plan 'offload' (block-level streaming) cannot be combined with --gpus-per-job > 1: "
+                        "every rank would stream all 48 blocks over PCIe for its share of the tokens; "
+                        "use fp8 (or a larger plan) on each GPU")
+
+
+def init_group(rank: int, size: int, address: str, device_type: str, timeout_s: float) -> dist.Store:
+    """Join the job group: a TCP store served by rank 0 at `address` (host:port), NCCL on CUDA, gloo on the CPU.
+
+    Every collective times out after `timeout_s` (no rank waits forever on a dead peer). Returns
+    a store for the group's own keys (the leader's job announcements).
+    """
+    host, _, port = address.rpartition(":")
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(host, int(port), size, is_master=rank == 0, timeout=timeout)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    options: dict[str, Any] = {}
+    if device_type == "cuda":
+        torch.cuda.set_device(rank % max(1, torch.cuda.device_count()))
+        options["device_id"] = torch.device("cuda", torch.cuda.current_device())
+    dist.init_process_group(backend, store=dist.PrefixStore("pg/", store), rank=rank, world_size=size,
+                            timeout=timeout, **options)
+    return dist.PrefixStore("ltx/", store)

@@ -59,6 +59,12 @@ TEXT_HIDDEN_STATES = TEXT_ENCODER_LAYERS + 1
 # RoPE cos/sin in fp32 (4), and inside a block the residual, the norm output and the 4x-wide
 # feed-forward intermediate twice (10). 27, rounded up for allocator slack.
 TRANSFORMER_ACTIVATION_WIDTHS = 32
+# Ulysses all-to-all (context parallelism over N GPUs): q, k, v and the attention output exist
+# before and after the exchange, each 1/N of the video tokens at full width.
+ULYSSES_WIDTHS = 8
+# Plans a job split over N GPUs can use: fp8 and the resident plans combine with the split; block
+# offload does not (each GPU would stream all 48 blocks over PCIe for 1/N of the work).
+GROUP_PLANS = ("resident", "encoder-offload", "fp8")
 # VAE decoder: its last stage runs 256 channels at H/4 x W/4 for every frame of a tile, in
 # bf16: 32 bytes per output pixel per tensor; ~4 such tensors alive in a causal-conv resnet.
 DECODE_BYTES_PER_PIXEL = 128
@@ -164,8 +170,20 @@ def _decode_bytes(shape: Geometry, tiled: bool) -> int:
     return frames * (working + buffers)
 
 
-def _transformer_activation_bytes(shape: Geometry) -> int:
-    video = shape.video_tokens(2) * VIDEO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
+def _transformer_activation_bytes(shape: Geometry, ranks: int = 1) -> int:
+    """One pass's activations on one GPU; with `ranks` > 1 the video tokens are split (context parallelism).
+
+    Split: each GPU holds 1/N of the video tokens' activations plus Ulysses' all-to-all buffers
+    (q, k, v and the output, before and after the exchange: 8 more widths over the share), and
+    the gathered full-length output (C=128 fp32: counted in RUNTIME_MISC_BYTES). The audio
+    stream (hundreds of tokens) is whole on every GPU.
+    """
+    tokens = shape.video_tokens(2)
+    if ranks > 1:
+        share = -(-tokens // ranks)  # the largest share
+        video = share * VIDEO_WIDTH * BF16 * (TRANSFORMER_ACTIVATION_WIDTHS + ULYSSES_WIDTHS)
+    else:
+        video = tokens * VIDEO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
     audio = shape.audio_latent_frames * AUDIO_WIDTH * BF16 * TRANSFORMER_ACTIVATION_WIDTHS
     return video + audio
 
@@ -175,8 +193,17 @@ def _upsampler_bytes(shape: Geometry) -> int:
     return positions * 1024 * BF16 * 4 + 4 * positions * 128 * 4 * 2  # mid activations + 2x output
 
 
-def estimate(plan: str, shape: Geometry, vae_tiling: bool | None = None) -> Estimate:
-    """The estimated peak of one job of `shape` under `plan`."""
+def estimate(plan: str, shape: Geometry, vae_tiling: bool | None = None, ranks: int = 1) -> Estimate:
+    """The estimated peak of one job of `shape` under `plan`, on the GPU that peaks highest.
+
+    `ranks` > 1: the job is split over that many GPUs (context parallelism). Weights are
+    replicated (every GPU holds the whole transformer); the denoising activations divide; the
+    text encoder, upsampler and decoder run on rank 0, whose peak this is (the other ranks hold
+    less). Block offload does not combine with a split (`PlanError`).
+    """
+    if ranks > 1 and plan not in GROUP_PLANS:
+        raise PlanError(f"memory plan {plan!r} cannot be combined with a job split over {ranks} GPUs; "
+                        f"choose one of {', '.join(GROUP_PLANS)}")
     s = spec(plan)
     tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
     block_bytes = TRANSFORMER_BLOCK_PARAMS // TRANSFORMER_LAYERS * BF16
@@ -208,23 +235,30 @@ def estimate(plan: str, shape: Geometry, vae_tiling: bool | None = None) -> Esti
         host += CONNECTORS_PARAMS * BF16
     phases = {
         "encode": encode_weights + ENCODE_EXTRA_BYTES,
-        "denoise": _transformer_activation_bytes(shape),
+        "denoise": _transformer_activation_bytes(shape, ranks),
         "upsample": _upsampler_bytes(shape),
         "decode": _decode_bytes(shape, tiled),
     }
     return Estimate(plan, shape, weights, phases, tiled, host)
 
 
-def fits(plan: str, shape: Geometry, vram_bytes: int) -> bool:
-    return estimate(plan, shape).peak <= usable_vram(vram_bytes)
+def fits(plan: str, shape: Geometry, vram_bytes: int, ranks: int = 1) -> bool:
+    return estimate(plan, shape, ranks=ranks).peak <= usable_vram(vram_bytes)
 
 
-def choose_plan(vram_bytes: int, design: Geometry | None = None) -> str:
+def choose_plan(vram_bytes: int, design: Geometry | None = None, ranks: int = 1) -> str:
     """The fastest plan whose estimate for the design request fits the card.
 
-    If none does, the smallest plan: requests it cannot hold are refused one by one.
+    If none does, the smallest plan: requests it cannot hold are refused one by one. With
+    `ranks` > 1 only the plans that combine with a split job are candidates.
     """
     design = design or job_geometry(*DESIGN_REQUEST)
+    if ranks > 1:
+        for plan in GROUP_PLANS:
+            if fits(plan, design, vram_bytes, ranks):
+                return plan
+        raise PlanError(f"a GPU with {vram_bytes / GiB:.0f} GiB cannot hold a job split over {ranks} GPUs "
+                        f"under any of {', '.join(GROUP_PLANS)} (block offload does not combine with a split)")
     for plan in PLANS:
         if fits(plan, design, vram_bytes):
             return plan
@@ -237,30 +271,36 @@ def choose_plan(vram_bytes: int, design: Geometry | None = None) -> str:
     return PLANS[-1]
 
 
-def resolve_plan(requested: str | None, vram_bytes: int) -> str:
+def resolve_plan(requested: str | None, vram_bytes: int, ranks: int = 1) -> str:
     """`--plan auto|NAME`: the named plan (validated) or the automatic choice."""
     if requested in (None, "", "auto"):
-        return choose_plan(vram_bytes)
-    return spec(requested).name
+        return choose_plan(vram_bytes, ranks=ranks)
+    name = spec(requested).name
+    if ranks > 1 and name not in GROUP_PLANS:
+        raise PlanError(f"memory plan {name!r} cannot be combined with --gpus-per-job {ranks}: block offload "
+                        f"streams every block through each GPU; choose one of {', '.join(GROUP_PLANS)}")
+    return name
 
 
-def max_frames_that_fit(plan: str, width: int, height: int, vram_bytes: int, fps: float | Fraction = 24.0) -> int:
+def max_frames_that_fit(
+    plan: str, width: int, height: int, vram_bytes: int, fps: float | Fraction = 24.0, ranks: int = 1
+) -> int:
     """The longest 8k+1 frame count that fits at this size (0 if even 9 frames do not)."""
     best = 0
     for frames in range(9, 482, 8):
-        if not fits(plan, job_geometry(width, height, frames, fps), vram_bytes):
+        if not fits(plan, job_geometry(width, height, frames, fps), vram_bytes, ranks):
             break
         best = frames
     return best
 
 
-def check_request(plan: str, shape: Geometry, vram_bytes: int) -> Estimate:
+def check_request(plan: str, shape: Geometry, vram_bytes: int, ranks: int = 1) -> Estimate:
     """The job's estimate, or `RequestTooLarge` with a message that says what would fit."""
-    est = estimate(plan, shape)
+    est = estimate(plan, shape, ranks=ranks)
     usable = usable_vram(vram_bytes)
     if est.peak <= usable:
         return est
-    frames = max_frames_that_fit(plan, shape.width, shape.height, vram_bytes, shape.fps)
+    frames = max_frames_that_fit(plan, shape.width, shape.height, vram_bytes, shape.fps, ranks)
     hint = (
         f"at {shape.width}x{shape.height} up to {frames} frames fit"
         if frames
