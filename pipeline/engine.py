@@ -80,6 +80,7 @@ class Capacity:
 
     plan: str
     vram_bytes: int
+    ranks: int = 1  # GPUs each job is split over (--gpus-per-job)
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,12 @@ class GpuPlan:
     plan: str
     summary: str  # the planner's text: the plan, its weights, estimates for typical jobs
     name: str = ""  # the device's name, for a visible GPU
+    ranks: int = 1  # GPUs each job is split over
 
     @property
     def capacity(self) -> Capacity:
         """What the API admits jobs against when this is the smallest GPU."""
-        return Capacity(self.plan, self.vram_bytes)
+        return Capacity(self.plan, self.vram_bytes, self.ranks)
 
 
 
@@ -231,20 +233,21 @@ def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | 
     """Refuse (`RequestTooLarge`) a job whose estimated peak does not fit `capacity`; no-op without a GPU."""
     if capacity is None:
         return
-    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes)
+    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes, ranks=capacity.ranks)
 
 
-def memory_plan(requested: str | None, vram_bytes: int, index: int = -1) -> GpuPlan:
+def memory_plan(requested: str | None, vram_bytes: int, index: int = -1, ranks: int = 1) -> GpuPlan:
     """The plan `requested` (None / auto | resident | encoder-offload | fp8 | offload) gives a card of `vram_bytes`.
 
-    `auto` is the fastest plan whose estimate for the design request fits. Raises `PlanError` (a
+    `auto` is the fastest plan whose estimate for the design request fits. `ranks` > 1: each job
+    is split over that many such cards (block offload is refused). Raises `PlanError` (a
     `ValueError`) for an unknown name or a card too small for any plan. Pure arithmetic: no torch.
     """
-    plan = planner.resolve_plan(requested, vram_bytes)
-    return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes))
+    plan = planner.resolve_plan(requested, vram_bytes, ranks)
+    return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes, ranks=ranks), ranks=ranks)
 
 
-def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
+def gpu_plans(requested: str | None = None, ranks: int = 1) -> list[GpuPlan]:
     """`memory_plan` for each visible CUDA GPU, with its index and name; [] without CUDA.
 
     Raises `PlanError` naming the GPU ("GPU 1: ...") for an unknown plan or a GPU too small for any.
@@ -257,7 +260,7 @@ def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         try:
-            plan = memory_plan(requested, int(props.total_memory), index)
+            plan = memory_plan(requested, int(props.total_memory), index, ranks)
         except PlanError as exc:
             raise PlanError(f"GPU {index}: {exc}") from None
         plans.append(dataclasses.replace(plan, name=props.name))

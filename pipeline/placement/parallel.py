@@ -31,6 +31,7 @@ LTX-2.3 (see ARCHITECTURE.md "Many GPUs" for the findings in full):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -193,6 +194,10 @@ def init_group(rank: int, size: int, address: str, device_type: str, timeout_s: 
     """
     host, _, port = address.rpartition(":")
     timeout = timedelta(seconds=timeout_s)
+    if device_type == "cpu":
+        # N ranks on one CPU: each takes its share of the cores. Oversubscribed, gloo's waits and
+        # torch's thread pools fight (a tiny job went from 1.2 s to 14-19 s with 2 threads per rank on 2 cores).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     store = dist.TCPStore(host, int(port), size, is_master=rank == 0, timeout=timeout)
     backend = "nccl" if device_type == "cuda" else "gloo"
     options: dict[str, Any] = {}

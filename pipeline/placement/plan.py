@@ -312,18 +312,22 @@ def check_request(plan: str, shape: Geometry, vram_bytes: int, ranks: int = 1) -
     )
 
 
-def summary(plan: str, vram_bytes: int, shapes: list[Geometry] | None = None) -> str:
+def summary(plan: str, vram_bytes: int, shapes: list[Geometry] | None = None, ranks: int = 1) -> str:
     """What `serve` prints at start: the plan, its weights and the estimate for typical jobs."""
     shapes = shapes or [job_geometry(1024, 576, 121), job_geometry(1024, 1024, 121), job_geometry(*DESIGN_REQUEST)]
+    if ranks > 1:
+        shapes = [*shapes, job_geometry(1536, 1024, 481)]
     s = spec(plan)
-    first = estimate(plan, shapes[0])
+    first = estimate(plan, shapes[0], ranks=ranks)
     lines = [
         f"memory plan {plan} ({s.description}) on a {vram_bytes / GiB:.1f} GiB GPU "
         f"({usable_vram(vram_bytes) / GiB:.1f} GiB usable): weights {first.weights / GiB:.1f} GiB on the GPU, "
         f"{first.host_ram / GiB:.1f} GiB in host RAM"
     ]
+    if ranks > 1:
+        lines[0] += f"; each job split over {ranks} GPUs (weights on every GPU, video activations divided)"
     for shape in shapes:
-        est = estimate(plan, shape)
+        est = estimate(plan, shape, ranks=ranks)
         verdict = "fits" if est.peak <= usable_vram(vram_bytes) else "REFUSED"
         lines.append(f"  {shape.label()}: ≈ {est.peak / GiB:.1f} GiB peak ({est.peak_phase}) — {verdict}")
     return "\n".join(lines)

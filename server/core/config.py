@@ -83,6 +83,9 @@ OPTIONS: tuple[Option, ...] = (
            "Engine factory MODULE:FUNCTION, called with the EngineSpec instead of pipeline.engine.Engine.load "
            "(an extension point: wrap or replace the model; it must be importable by the workers)."),
     Option("log_level", "--log-level", "LTX_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Option("gpus_per_job", "--gpus-per-job", "LTX_GPUS_PER_JOB", 1,
+           "Split each job over this many GPUs (context parallelism): one worker per group of N GPUs. On a "
+           "machine without a GPU, N > 1 runs N CPU ranks over gloo: a testing mode, not faster.", int),
 )
 
 
@@ -115,7 +118,8 @@ class ServerConfig:
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.
-    gpu_capacity: tuple[str, int] | None = None
+    gpu_capacity: tuple[str, int] | tuple[str, int, int] | None = None
+    gpus_per_job: int = 1
 
     @property
     def paths(self) -> DataPaths:

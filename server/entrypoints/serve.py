@@ -68,6 +68,8 @@ def worker_command(config: ServerConfig) -> list[str]:
         command.append("--compile")
     if config.engine:
         command += ["--engine", config.engine]
+    if config.gpus_per_job > 1:
+        command += ["--gpus-per-job", str(config.gpus_per_job)]
     return command
 
 
@@ -75,7 +77,7 @@ def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
     """Probe the weights and GPUs (in a child): the GPU ids to use, the notice and the admission capacity."""
     if config.weights == "tiny":  # CPU-style scheduling, nothing to probe: its worker builds the model
         return config, []
-    found = run_probe(config.weights, config.data_dir, config.plan)
+    found = run_probe(config.weights, config.data_dir, config.plan, gpus_per_job=config.gpus_per_job)
     if not found["ok"]:
         raise CommandError(found["error"])
     if found["notice"]:
@@ -87,9 +89,26 @@ def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
     capacity = None
     if found["gpus"]:  # requests must fit the smallest GPU they may land on
         smallest = min(found["gpus"], key=lambda gpu: gpu["vram_bytes"])
-        capacity = (smallest["plan"], smallest["vram_bytes"])
+        capacity = (smallest["plan"], smallest["vram_bytes"], config.gpus_per_job)
     config = dataclasses.replace(config, weights_notice=found["notice"], gpu_capacity=capacity)
     return config, [gpu["index"] for gpu in found["gpus"]]
+
+
+def worker_count(config: ServerConfig, gpu_ids: list[int]) -> int:
+    """Workers to start: `--workers`, else one per GPU, or one per group of `--gpus-per-job` GPUs."""
+    per_job = config.gpus_per_job
+    if per_job < 1:
+        raise CommandError(f"--gpus-per-job must be at least 1, got {per_job}")
+    if per_job > 1 and gpu_ids and len(gpu_ids) < per_job:
+        raise CommandError(f"--gpus-per-job {per_job} needs {per_job} GPUs; {len(gpu_ids)} are visible")
+    groups = len(gpu_ids) // per_job
+    if per_job > 1 and gpu_ids and len(gpu_ids) % per_job:
+        log.warning("%d GPU(s) left out: %d GPUs do not divide into groups of %d", len(gpu_ids) % per_job,
+                    len(gpu_ids), per_job)
+    if per_job > 1 and not gpu_ids:
+        log.warning("--gpus-per-job %d without a GPU: %d CPU ranks over gloo per job (a testing mode, not faster)",
+                    per_job, per_job)
+    return config.workers or max(1, groups)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,10 +124,11 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s", notice)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     config, gpu_ids = plan_workers(config)
+    workers = worker_count(config, gpu_ids)
     store = JobStore(config.store_url)
     janitor = Janitor.from_config(config, store)
-    supervisor = Supervisor(worker_command(config), config.workers or max(1, len(gpu_ids)), gpu_ids,
-                            on_exit=janitor.worker_died)
+    supervisor = Supervisor(worker_command(config), workers, gpu_ids, on_exit=janitor.worker_died,
+                            gpus_per_worker=config.gpus_per_job)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,
