@@ -1,4 +1,4 @@
-"""One job split over 2 gloo ranks on the CPU equals the 1-rank job (issue 12).
+"""One job split over 2 gloo ranks on the CPU equals the 1-rank job (issue 12); a refused job leaves the group intact.
 
 The real group runtime (`Engine.load` with a `RankGroup`: TCP store, gloo, diffusers' context
 parallelism with our plan) runs in 2 spawned processes on the tiny model; the 1-rank run is the
@@ -18,6 +18,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline.engine import Engine, EngineSpec, RankGroup
+from pipeline.errors import StartImageError
 from pipeline.generation.group_runtime import JobAnnouncement
 from pipeline.generation.runtime import _Tracker
 from pipeline.params import GenerationParams
@@ -25,6 +26,7 @@ from sample_media import png_bytes, read_mp4
 from serverkit import free_port
 
 IMAGE = png_bytes(96, 64, seed=3)
+SMALL = GenerationParams(prompt="after a refusal", resolution="128x128", num_frames=9, seed=2)
 REQUEST = GenerationParams(prompt="a lighthouse at dusk", resolution="192x192", num_frames=17, seed=11,
                            image_strength=0.9)
 
@@ -47,6 +49,13 @@ def _rank(rank: int, size: int, address: str, weights: str, out: str) -> None:
             torch.save({"video": denoised.video, "audio": denoised.audio}, Path(out) / "latents.pt")
             result = engine.generate(REQUEST, IMAGE, Path(out) / "group.mp4")
             (Path(out) / "passes").write_text(str(result.transformer_passes))
+            # A job the leader refuses while preparing: every rank leaves it, the group goes on.
+            try:
+                engine.generate(SMALL, b"not an image", Path(out) / "refused.mp4")
+            except StartImageError as exc:
+                (Path(out) / "refused").write_text(str(exc))
+            engine.generate(SMALL, IMAGE, Path(out) / "after.mp4")
+            (Path(out) / "restart").write_text(str(engine.needs_restart))
             engine.close()
         else:
             engine.follow()
@@ -73,9 +82,11 @@ def test_two_gloo_ranks_equal_one_rank(tiny_weights, tiny_generator, tmp_path):
     assert (split["audio"] - single.audio).abs().max().item() <= 1e-5
 
     # The whole generate: one MP4, from rank 0; 11 passes on each rank; frames as the 1-rank MP4's.
-    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["group.mp4", "single.mp4"]
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["after.mp4", "group.mp4", "single.mp4"]
     assert (tmp_path / "passes").read_text() == "11"
-    assert (tmp_path / "follower1").read_text() == "22"  # the latents run and the generate, 11 each
+    # the latents run, the generate and the job after the refusal: 11 passes each, none for the refused one
+    assert (tmp_path / "follower1").read_text() == "33"
+    assert (tmp_path / "refused").read_text() and (tmp_path / "restart").read_text() == "False"
     facts = read_mp4(tmp_path / "group.mp4")
     assert (facts.width, facts.height, facts.video_frames) == (192, 192, reference.num_frames)
     # Latents equal to 1e-5 decode to the same 8-bit frames, up to a rare rounding step...
