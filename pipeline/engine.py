@@ -134,14 +134,12 @@ class Engine:
         """Join the rank group and load this rank's share (see `pipeline.generation.group_runtime`)."""
         # deferred: torch.distributed and the runtime load only in processes that run the model
         from pipeline.generation.group_runtime import GroupVideoGenerator
-        from pipeline.placement.parallel import init_group
 
         group = spec.group
         assert group is not None
         device = found.device if not found.device.startswith("cuda") else f"cuda:{group.rank}"
-        store = init_group(group.rank, group.size, group.address, device.split(":")[0], group.timeout_s)
-        generator = GroupVideoGenerator.load(found.path, device, store, plan=spec.plan,
-                                             compile_blocks=spec.compile_blocks)
+        generator = GroupVideoGenerator.load(found.path, device, group.rank, group.size, group.address,
+                                             group.timeout_s, plan=spec.plan, compile_blocks=spec.compile_blocks)
         summary = generator.parallel.describe()
         if generator.execution is not None:
             summary = f"{generator.execution.summary()}\n{summary}"

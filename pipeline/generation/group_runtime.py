@@ -41,8 +41,9 @@ from pipeline.generation.outcome import CancelCheck, ProgressCallback, Result
 from pipeline.generation.runtime import VideoGenerator, _Text, _Tracker
 from pipeline.geometry import Geometry
 from pipeline.params import SEED_RANGE, GenerationParams
-from pipeline.placement.apply import Execution, choose, compile_transformer, placer
-from pipeline.placement.parallel import ContextParallel, enable_context_parallel, refuse_with_group
+from pipeline.placement import plan as memory_plan
+from pipeline.placement.apply import Execution, compile_transformer, gpu_total_memory, placer
+from pipeline.placement.parallel import ContextParallel, enable_context_parallel, init_group
 from pipeline.weights.loader import load_components
 from pipeline.weights.lock import require_verified
 
@@ -113,23 +114,26 @@ class GroupVideoGenerator(VideoGenerator):
         cls,
         weights_dir: Path,
         device: torch.device | str,
-        store: dist.Store,
+        rank: int,
+        size: int,
+        address: str,
+        timeout_s: float,
         plan: str | None = None,
         compile_blocks: bool = False,
     ) -> GroupVideoGenerator:
-        """Load this rank's share of the model and split the transformer over the running process group.
+        """Load this rank's share of the model, join the process group, split the transformer over it.
 
         Every rank holds the whole transformer (weights are replicated, activations split). On a
-        GPU the leader places everything by the memory plan; a follower puts only the transformer
-        on its GPU (it never runs Gemma, the connectors, the VAEs or the upsampler: those stay in
-        host RAM, unused).
+        GPU the leader places everything by the memory plan (chosen for a split job: block offload
+        is refused); a follower puts only the transformer on its GPU (it never runs Gemma, the
+        connectors, the VAEs or the upsampler: those stay in host RAM, unused). The ranks meet
+        after loading, so one rank loading slower than another never trips the collective timeout.
         """
         device = torch.device(device)
-        rank = dist.get_rank()
+        vram = gpu_total_memory(device)
+        plan_name = memory_plan.resolve_plan(plan, vram, size) if vram is not None else plan
         if device.type == "cuda" and rank != 0:
             require_verified(weights_dir)
-            plan_name, vram = choose(device, plan)
-            refuse_with_group(plan_name)
             actions: list[str] = []
             place_transformer = placer(plan_name, device, actions)
             components = load_components(
@@ -141,11 +145,10 @@ class GroupVideoGenerator(VideoGenerator):
             if compile_blocks:
                 generator.execution.compiled = compile_transformer(components.transformer)
         else:
-            generator = cls.from_directory(weights_dir, device, plan=plan, compile_blocks=compile_blocks)
-            if generator.execution is not None:
-                refuse_with_group(generator.execution.plan)
+            generator = cls.from_directory(weights_dir, device, plan=plan_name, compile_blocks=compile_blocks)
         if generator.execution is not None:
-            generator.execution.ranks = dist.get_world_size()  # admission divides activations by the split
+            generator.execution.ranks = size  # admission divides the activations by the split
+        store = init_group(rank, size, address, device.type, timeout_s)
         generator.attach(enable_context_parallel(generator.components.transformer), CommandChannel(store))
         return generator
 

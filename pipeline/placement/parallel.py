@@ -32,6 +32,7 @@ LTX-2.3 (see ARCHITECTURE.md "Many GPUs" for the findings in full):
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -47,13 +48,12 @@ from diffusers.models._modeling_parallel import (
 )
 from torch.distributed.device_mesh import DeviceMesh
 
-from pipeline.errors import PlanError
-
 # The attentions whose keys are video tokens (split over the ranks): they communicate.
 COMMUNICATING_ATTENTIONS = ("attn1", "video_to_audio_attn")
 # Every other attention in a block sees whole keys on every rank and runs locally.
 LOCAL_ATTENTIONS = ("attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn")
 _GATHER_HOOK = "ltx_cp_gather_video"
+RENDEZVOUS_SECONDS = 600.0
 
 
 def cp_plan() -> dict[str, Any]:
@@ -178,14 +178,6 @@ def _mesh(device_type: str, global_ranks: list[int]) -> DeviceMesh:
                       mesh_dim_names=("ring", "ulysses"))
 
 
-def refuse_with_group(plan: str) -> None:
-    """Block offload streams the transformer's blocks through one GPU: it does not combine with a split job."""
-    if plan == "offload":
-        raise PlanError("memory plan 'offload' (block-level streaming) cannot be combined with --gpus-per-job > 1: "
-                        "every rank would stream all 48 blocks over PCIe for its share of the tokens; "
-                        "use fp8 (or a larger plan) on each GPU")
-
-
 def init_group(rank: int, size: int, address: str, device_type: str, timeout_s: float) -> dist.Store:
     """Join the job group: a TCP store served by rank 0 at `address` (host:port), NCCL on CUDA, gloo on the CPU.
 
@@ -194,11 +186,14 @@ def init_group(rank: int, size: int, address: str, device_type: str, timeout_s: 
     """
     host, _, port = address.rpartition(":")
     timeout = timedelta(seconds=timeout_s)
+    # Meeting waits for the slowest rank to start and load: a longer wait than a collective's.
+    meeting = timedelta(seconds=max(timeout_s, RENDEZVOUS_SECONDS))
     if device_type == "cpu":
         # N ranks on one CPU: each takes its share of the cores. Oversubscribed, gloo's waits and
         # torch's thread pools fight (a tiny job went from 1.2 s to 14-19 s with 2 threads per rank on 2 cores).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
-    store = dist.TCPStore(host, int(port), size, is_master=rank == 0, timeout=timeout)
+    store = dist.TCPStore(host, int(port), size, is_master=rank == 0, timeout=meeting)
+    _meet(dist.PrefixStore("meet/", store), size, meeting.total_seconds())
     backend = "nccl" if device_type == "cuda" else "gloo"
     options: dict[str, Any] = {}
     if device_type == "cuda":
@@ -207,3 +202,13 @@ def init_group(rank: int, size: int, address: str, device_type: str, timeout_s: 
     dist.init_process_group(backend, store=dist.PrefixStore("pg/", store), rank=rank, world_size=size,
                             timeout=timeout, **options)
     return dist.PrefixStore("ltx/", store)
+
+
+def _meet(store: dist.Store, size: int, timeout_s: float) -> None:
+    """Wait (up to `timeout_s`) until every rank has arrived, so process-group set-up starts together."""
+    store.add("arrived", 1)
+    deadline = time.monotonic() + timeout_s
+    while store.add("arrived", 0) < size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {store.add('arrived', 0)} of {size} ranks arrived in {timeout_s:.0f} s")
+        time.sleep(0.05)

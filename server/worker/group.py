@@ -36,6 +36,7 @@ log = logging.getLogger("ltx_server.group")
 
 EXIT_GROUP_BROKEN = 3  # a rank's exit status when its process group cannot run another job
 STOP_GRACE_SECONDS = 20.0
+FAILURE_GRACE_SECONDS = 5.0  # a broken group's remaining ranks: their job is already recovered elsewhere
 
 
 class GroupBroken(BaseException):  # noqa: N818 - not an error of the job: the group must restart
@@ -144,7 +145,7 @@ class GroupLauncher:
                     if code is not None and (code != 0 or rank == 0):
                         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                         log.error("%s: rank %d %s; stopping the group", self.label, rank, how)
-                        self._end_all()
+                        self._end_all(FAILURE_GRACE_SECONDS if code != 0 else STOP_GRACE_SECONDS)
                         return _failure([code]) if code != 0 else 0
             time.sleep(0.1)
 

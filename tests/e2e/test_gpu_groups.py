@@ -2,7 +2,8 @@
 
 A live server with the real tiny engine (wrapped by the faulty engine for slow jobs): the
 contract's flows, one MP4 per job, a cancel reaching both ranks within a step (the group goes
-on), and a rank killed mid-job (the whole group restarts and the job is retried).
+on), a rank killed mid-job and a rank stalled mid-job (a collective times out instead of hanging):
+the whole group restarts and the job is retried.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ SLOW = "[[test-step-delay=0.4]]"
 
 @pytest.fixture(scope="module")
 def live(live_server_factory):
-    server = live_server_factory(["--gpus-per-job", "2", "--lease-seconds", "5"], start=False)
+    # Collectives time out after 15 s here (300 s by default): the stalled-rank test waits for it.
+    server = live_server_factory(["--gpus-per-job", "2", "--lease-seconds", "5"],
+                                 env={"LTX_COLLECTIVE_TIMEOUT": "15"}, start=False)
     return server.start(timeout=180)  # two ranks load the model and meet before the group is ready
 
 
@@ -103,3 +106,16 @@ def test_a_rank_killed_mid_job_restarts_the_group_and_the_job_is_retried(live):
     after = rank_pids(live)
     assert set(after) == {0, 1} and not set(after.values()) & set(before.values())  # a fresh group
     assert len(live.db("SELECT id FROM workers WHERE ready = 1")) == 1
+
+
+def test_a_stalled_rank_times_out_and_the_job_is_retried_on_a_new_group(live):
+    before = rank_pids(live)
+    job_id = enqueue(live, tiny_body(prompt=f"outlive a stalled rank {SLOW}"))
+    wait_for(lambda: row(live, job_id), lambda r: r["status"] == "processing" and r["progress"] > 0.1, timeout=120)
+    os.kill(before[1], signal.SIGSTOP)  # alive but silent: only a timeout can tell
+    done = wait_ended(live, job_id, timeout=240)
+    assert done["status"] == "succeeded", done
+    assert live.db("SELECT attempts FROM jobs WHERE id = ?", job_id)[0][0] == 2
+    assert "a rank of the GPU group failed or stopped answering" in live.log()
+    after = rank_pids(live)
+    assert set(after) == {0, 1} and not set(after.values()) & set(before.values())
