@@ -87,6 +87,21 @@ def ulysses_mode(tokens: int, heads: tuple[int, ...], ranks: int) -> str:
     return "ulysses-anything"
 
 
+def check_degree(heads: tuple[int, ...], ranks: int) -> None:
+    """Refuse a split Ulysses cannot do: fewer attention heads than ranks.
+
+    Ulysses gives each rank a share of the heads; even its uneven mode pads heads only up to
+    one per rank (diffusers asserts it). Ring attention would not need heads, but it needs the
+    attention's log-sum-exp, which the native SDPA backend does not return. LTX-2.3 has 32 video
+    and 32 audio heads: up to 32 ranks.
+    """
+    if ranks < 2:
+        raise ValueError("context parallelism needs at least 2 ranks")
+    if min(heads) < ranks:
+        raise ValueError(f"cannot split a job over {ranks} ranks: the transformer has {min(heads)} attention heads "
+                         f"(Ulysses needs at least one head per rank)")
+
+
 def gather_tokens(local: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> torch.Tensor:
     """All ranks' token shares (dim 1), concatenated in rank order; shares may be uneven.
 
@@ -155,8 +170,8 @@ def enable_context_parallel(transformer: torch.nn.Module, group: dist.ProcessGro
     group = group or dist.group.WORLD
     ranks = dist.get_world_size(group)
     rank = dist.get_rank(group)
-    if ranks < 2:
-        raise ValueError("context parallelism needs at least 2 ranks")
+    config_heads = (transformer.config.num_attention_heads, transformer.config.audio_num_attention_heads)
+    check_degree(config_heads, ranks)
     device = next(transformer.parameters()).device
     global_ranks = dist.get_process_group_ranks(group)
     mesh = _mesh(device.type, global_ranks)

@@ -8,7 +8,7 @@ from pipeline.engine import Capacity, admit, memory_plan
 from pipeline.geometry import job_geometry
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as mp
-from pipeline.placement.parallel import split_sizes, ulysses_mode
+from pipeline.placement.parallel import check_degree, split_sizes, ulysses_mode
 from pipeline.placement.plan import (
     GROUP_PLANS,
     GiB,
@@ -118,3 +118,12 @@ def test_split_sizes_follow_tensor_split(tokens, ranks, sizes):
 )
 def test_ulysses_mode_per_pass(tokens, heads, ranks, mode):
     assert ulysses_mode(tokens, heads, ranks) == mode
+
+
+def test_degree_needs_a_head_per_rank():
+    check_degree((32, 32), 8)
+    check_degree((32, 32), 32)
+    with pytest.raises(ValueError, match="2 attention heads"):
+        check_degree((2, 2), 4)  # the tiny model: 2 heads, so at most 2 ranks
+    with pytest.raises(ValueError, match="at least 2 ranks"):
+        check_degree((32, 32), 1)
