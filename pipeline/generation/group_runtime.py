@@ -23,6 +23,7 @@ must be restarted (the server restarts the whole group and the job is retried).
 
 from __future__ import annotations
 
+import gc
 import pickle
 import secrets
 import time
@@ -48,6 +49,7 @@ from pipeline.weights.loader import load_components
 from pipeline.weights.lock import require_verified
 
 COMMAND_POLL_SECONDS = 0.05
+LEADER_MODULES = ("text_encoder", "connectors", "vae", "vocoder", "latent_upsampler")
 
 
 class LeaderFailed(Exception):
@@ -126,7 +128,7 @@ class GroupVideoGenerator(VideoGenerator):
         Every rank holds the whole transformer (weights are replicated, activations split). On a
         GPU the leader places everything by the memory plan (chosen for a split job: block offload
         is refused); a follower puts only the transformer on its GPU (it never runs Gemma, the
-        connectors, the VAEs or the upsampler: those stay in host RAM, unused). The ranks meet
+        connectors, the VAEs or the upsampler: those load into host RAM and are then freed). The ranks meet
         after loading, so one rank loading slower than another never trips the collective timeout.
         """
         device = torch.device(device)
@@ -148,9 +150,21 @@ class GroupVideoGenerator(VideoGenerator):
             generator = cls.from_directory(weights_dir, device, plan=plan_name, compile_blocks=compile_blocks)
         if generator.execution is not None:
             generator.execution.ranks = size  # admission divides the activations by the split
+        if rank != 0:
+            generator.drop_leader_modules()
         store = init_group(rank, size, address, device.type, timeout_s)
         generator.attach(enable_context_parallel(generator.components.transformer), CommandChannel(store))
         return generator
+
+    def drop_leader_modules(self) -> None:
+        """A follower frees what only the leader runs (Gemma, connectors, VAE, vocoder, upsampler).
+
+        Without this each follower would keep ~30 GB of them in host RAM for nothing. The audio
+        VAE stays: it is small and its configuration gives the audio token width.
+        """
+        for name in LEADER_MODULES:
+            setattr(self.components, name, None)
+        gc.collect()
 
     def attach(self, parallel: ContextParallel, channel: CommandChannel) -> None:
         """Join the split transformer and the leader's command channel (once, after loading)."""
