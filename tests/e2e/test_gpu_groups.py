@@ -119,3 +119,16 @@ def test_a_stalled_rank_times_out_and_the_job_is_retried_on_a_new_group(live):
     assert "a rank of the GPU group failed or stopped answering" in live.log()
     after = rank_pids(live)
     assert set(after) == {0, 1} and not set(after.values()) & set(before.values())
+
+
+def test_out_of_memory_mid_pass_fails_the_job_with_its_phase_and_the_group_restarts(live):
+    before = rank_pids(live)
+    job_id = enqueue(live, tiny_body(prompt="[[test-oom]] too big"))  # the leader runs out of memory at stage 1
+    failed = wait_ended(live, job_id)
+    assert failed["status"] == "failed" and failed["error_message"].startswith("Out of memory")
+    assert "stage1" in failed["error_message"]
+    # The other rank was left inside the pass: the group restarts, then serves the next job.
+    after = enqueue(live, tiny_body(prompt="after the out-of-memory"))
+    assert wait_ended(live, after, timeout=240)["status"] == "succeeded"
+    assert not set(rank_pids(live).values()) & set(before.values())
+    assert live.db("SELECT status, attempts FROM jobs WHERE id = ?", job_id)[0] == ("failed", 1)
