@@ -78,6 +78,10 @@ class CommandChannel:
 
     def send(self, command: JobAnnouncement | None) -> None:
         """Announce a job (None: stop)."""
+        if self.sequence > 0:
+            # Every follower read the previous command before that job's first collective could
+            # complete, so the key is no longer needed (one stays, not one per job forever).
+            self.store.delete_key(f"cmd/{self.sequence - 1}")
         self.store.set(f"cmd/{self.sequence}", pickle.dumps(command))
         self.sequence += 1
 

@@ -3,7 +3,8 @@
 The API runs in this process (uvicorn) and never imports torch: the weights and the GPUs are
 probed in a short child process (`server.entrypoints.probe`), the tiny model is built by its
 worker, and generation runs only in the worker processes the supervisor starts: one per visible
-GPU, or one CPU worker for the tiny model. The janitor (recovery, retention) runs in the app.
+GPU (or one per group of `--gpus-per-job` GPUs), or one CPU worker for the tiny model. The
+janitor (recovery, retention) runs in the app.
 """
 
 from __future__ import annotations
