@@ -148,7 +148,8 @@ class Execution:
     def summary(self) -> str:
         if self.vram_bytes is None:
             return f"execution on {self.device}: {', '.join(self.actions) or 'as loaded'}"
-        return memory_plan.summary(self.plan, self.vram_bytes) + "\n  applied: " + "; ".join(self.actions)
+        planned = memory_plan.summary(self.plan, self.vram_bytes, ranks=self.ranks)
+        return planned + "\n  applied: " + "; ".join(self.actions)
 
 
 def choose(device: torch.device | str, requested: str | None = None) -> tuple[str, int | None]:
