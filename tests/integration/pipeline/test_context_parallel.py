@@ -78,8 +78,10 @@ def test_two_gloo_ranks_equal_one_rank(tiny_weights, tiny_generator, tmp_path):
 
     split = torch.load(tmp_path / "latents.pt")
     assert split["video"].shape == single.video.shape and split["audio"].shape == single.audio.shape
-    assert (split["video"] - single.video).abs().max().item() <= 1e-5
-    assert (split["audio"] - single.audio).abs().max().item() <= 1e-5
+    video_error = (split["video"] - single.video).abs().max().item()
+    audio_error = (split["audio"] - single.audio).abs().max().item()
+    print(f"2 ranks vs 1: final latents max |diff| video {video_error:.2e}, audio {audio_error:.2e}")
+    assert video_error <= 1e-5 and audio_error <= 1e-5
 
     # The whole generate: one MP4, from rank 0; 11 passes on each rank; frames as the 1-rank MP4's.
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["after.mp4", "group.mp4", "single.mp4"]
