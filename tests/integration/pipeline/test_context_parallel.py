@@ -58,8 +58,12 @@ def _rank(rank: int, size: int, address: str, weights: str, out: str) -> None:
             (Path(out) / "restart").write_text(str(engine.needs_restart))
             engine.close()
         else:
+            seen: list[int] = []  # video tokens entering block 0 on this rank: the split really happens
+            generator.components.transformer.transformer_blocks[0].register_forward_pre_hook(
+                lambda _module, _args, kwargs: seen.append(kwargs["hidden_states"].shape[1]), with_kwargs=True)
             engine.follow()
             (Path(out) / f"follower{rank}").write_text(str(engine.transformer_passes))
+            (Path(out) / f"seen{rank}").write_text(" ".join(map(str, sorted(set(seen)))))
     except BaseException:
         (Path(out) / f"error{rank}").write_text(traceback.format_exc())
         raise
@@ -89,6 +93,8 @@ def test_two_gloo_ranks_equal_one_rank(tiny_weights, tiny_generator, tmp_path):
     # the latents run, the generate and the job after the refusal: 11 passes each, none for the refused one
     assert (tmp_path / "follower1").read_text() == "33"
     assert (tmp_path / "refused").read_text() and (tmp_path / "restart").read_text() == "False"
+    # rank 1's share: 13 of stage 1's 27 tokens (uneven), 54 of stage 2's 108; 4 of 8 for the 128x128 job
+    assert (tmp_path / "seen1").read_text() == "4 13 16 54"
     facts = read_mp4(tmp_path / "group.mp4")
     assert (facts.width, facts.height, facts.video_frames) == (192, 192, reference.num_frames)
     # Latents equal to 1e-5 decode to the same 8-bit frames, up to a rare rounding step...
