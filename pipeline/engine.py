@@ -38,6 +38,20 @@ GiB = planner.GiB
 
 
 @dataclass(frozen=True)
+class RankGroup:
+    """This process's place in a group of `size` processes that run each job together (one GPU each).
+
+    Rank 0 serves the rendezvous store at `address` (host:port) and takes the jobs; a collective
+    that waits longer than `timeout_s` fails (a dead or stuck rank never hangs the group).
+    """
+
+    rank: int
+    size: int
+    address: str
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """What to load: `weights` is auto | tiny | a directory; the rest choose device and GPU memory plan."""
 
@@ -46,6 +60,7 @@ class EngineSpec:
     device: str | None = None
     plan: str | None = None
     compile_blocks: bool = False
+    group: RankGroup | None = None  # one job split over several GPUs (context parallelism); None: one device
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class Capacity:
 
     plan: str
     vram_bytes: int
+    ranks: int = 1  # GPUs each job is split over (--gpus-per-job)
 
 
 @dataclass(frozen=True)
@@ -77,11 +93,12 @@ class GpuPlan:
     plan: str
     summary: str  # the planner's text: the plan, its weights, estimates for typical jobs
     name: str = ""  # the device's name, for a visible GPU
+    ranks: int = 1  # GPUs each job is split over
 
     @property
     def capacity(self) -> Capacity:
         """What the API admits jobs against when this is the smallest GPU."""
-        return Capacity(self.plan, self.vram_bytes)
+        return Capacity(self.plan, self.vram_bytes, self.ranks)
 
 
 
@@ -100,6 +117,8 @@ class Engine:
         from pipeline.generation.runtime import VideoGenerator, is_out_of_memory
 
         found = describe_weights(spec)
+        if spec.group is not None:
+            return cls._load_group(spec, found)
         try:
             generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
                                                       compile_blocks=spec.compile_blocks)
@@ -110,6 +129,52 @@ class Engine:
                               "choose a smaller memory plan (--plan).", "load") from None
         summary = generator.execution.summary() if generator.execution is not None else None
         return cls(generator, dataclasses.replace(found, plan_summary=summary))
+
+    @classmethod
+    def _load_group(cls, spec: EngineSpec, found: EngineInfo) -> Engine:
+        """Join the rank group and load this rank's share (see `pipeline.generation.group_runtime`)."""
+        # deferred: torch.distributed and the runtime load only in processes that run the model
+        from pipeline.generation.group_runtime import GroupVideoGenerator
+
+        group = spec.group
+        assert group is not None
+        device = found.device if not found.device.startswith("cuda") else f"cuda:{group.rank}"
+        generator = GroupVideoGenerator.load(found.path, device, group.rank, group.size, group.address,
+                                             group.timeout_s, plan=spec.plan, compile_blocks=spec.compile_blocks)
+        summary = generator.parallel.describe()
+        if generator.execution is not None:
+            summary = f"{generator.execution.summary()}\n{summary}"
+        label = f"{device} (rank {group.rank} of {group.size})"
+        return cls(generator, dataclasses.replace(found, device=label, plan_summary=summary))
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in its job group (0 without a group: it takes the jobs)."""
+        return getattr(self._generator, "rank", 0)
+
+    @property
+    def needs_restart(self) -> bool:
+        """A job group whose collectives failed mid-job: the process group must be restarted."""
+        return bool(getattr(self._generator, "broken", False))
+
+    def follow(self, stop: CancelCheck | None = None) -> None:
+        """On a rank other than 0: run the leader's jobs until it stops (or `stop()` while idle).
+
+        Raises `GroupFailed` when a collective fails (the leader died or timed out).
+        """
+        from pipeline.generation.group_runtime import raise_group_failure  # deferred: imports torch.distributed
+
+        try:
+            self._generator.follow(stop or (lambda: False))
+        except Exception as exc:
+            raise_group_failure(exc)
+            raise
+
+    def close(self) -> None:
+        """Leave the job group (rank 0 tells the others to stop); a no-op for a single device."""
+        close = getattr(self._generator, "close", None)
+        if close is not None:
+            close()
 
     def generate(
         self,
@@ -132,6 +197,10 @@ class Engine:
             return self._generator.generate(params, image, output, on_progress=progress, should_cancel=cancel,
                                             **options)
         except Exception as exc:
+            if self.needs_restart:  # a rank died or stopped answering: the group restarts, the job is retried
+                from pipeline.generation.group_runtime import raise_group_failure  # deferred: as above
+
+                raise_group_failure(exc)
             phase = oom_phase(exc, self._generator)
             if phase is None:
                 raise
@@ -163,21 +232,24 @@ def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | 
     """Refuse (`RequestTooLarge`) a job whose estimated peak does not fit `capacity`; no-op without a GPU."""
     if capacity is None:
         return
-    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes)
+    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes, ranks=capacity.ranks)
 
 
-def memory_plan(requested: str | None, vram_bytes: int, index: int = -1, host_ram_bytes: int | None = None) -> GpuPlan:
+def memory_plan(
+    requested: str | None, vram_bytes: int, index: int = -1, host_ram_bytes: int | None = None, ranks: int = 1
+) -> GpuPlan:
     """The plan `requested` (None / auto | resident | encoder-offload | fp8 | offload) gives a card of `vram_bytes`.
 
     `auto` is the fastest plan whose estimate for the design request fits (and whose weights fit
-    `host_ram_bytes` of host RAM, when given). Raises `PlanError` (a `ValueError`) for an unknown
-    name, or a card or host too small for any plan. Pure arithmetic: no torch.
+    `host_ram_bytes` of host RAM, when given). `ranks` > 1: each job is split over that many such
+    cards (block offload is refused). Raises `PlanError` (a `ValueError`) for an unknown name, or a
+    card or host too small for any plan. Pure arithmetic: no torch.
     """
-    plan = planner.resolve_plan(requested, vram_bytes, host_ram_bytes)
-    return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes))
+    plan = planner.resolve_plan(requested, vram_bytes, host_ram_bytes, ranks)
+    return GpuPlan(index, vram_bytes, plan, planner.summary(plan, vram_bytes, ranks=ranks), ranks=ranks)
 
 
-def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
+def gpu_plans(requested: str | None = None, ranks: int = 1) -> list[GpuPlan]:
     """`memory_plan` for each visible CUDA GPU, with its index and name; [] without CUDA.
 
     Raises `PlanError` naming the GPU ("GPU 1: ...") for an unknown plan, a GPU too small for any,
@@ -194,7 +266,7 @@ def gpu_plans(requested: str | None = None) -> list[GpuPlan]:
     for index in range(count):
         props = torch.cuda.get_device_properties(index)
         try:
-            plan = memory_plan(requested, int(props.total_memory), index, share)
+            plan = memory_plan(requested, int(props.total_memory), index, share, ranks)
         except PlanError as exc:
             raise PlanError(f"GPU {index}: {exc}") from None
         plans.append(dataclasses.replace(plan, name=props.name))
@@ -243,6 +315,7 @@ def output_size(resolution: str, image_width: int, image_height: int) -> tuple[i
 
 __all__ = [
     "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
+    "RankGroup",
     "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
     "output_size",
 ]

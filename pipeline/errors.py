@@ -40,3 +40,7 @@ class OutOfMemory(PipelineError):
 
 class Cancelled(PipelineError):
     """The cancel check returned true; the job stopped and its partial output was removed."""
+
+
+class GroupFailed(PipelineError):
+    """A rank of a multi-GPU group died or stopped answering mid-job: the group must restart (the job is retried)."""

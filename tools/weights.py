@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = actions.add_parser("plan", help="show the memory plan for this GPU (or --vram-gb) and its estimates")
     p.add_argument("--vram-gb", type=float, default=None, help="GPU memory in GiB (default: the visible GPU)")
     p.add_argument("--plan", default="auto", help="auto | resident | encoder-offload | fp8 | offload")
+    p.add_argument("--gpus-per-job", type=int, default=1, help="plan each GPU of a group that splits every job N ways")
     p.set_defaults(handler=_plan)
 
 
@@ -171,9 +172,9 @@ def _check(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     try:
         if args.vram_gb:
-            chosen = memory_plan(args.plan, int(args.vram_gb * 2**30))
+            chosen = memory_plan(args.plan, int(args.vram_gb * 2**30), ranks=args.gpus_per_job)
         else:
-            visible = gpu_plans(args.plan)
+            visible = gpu_plans(args.plan, args.gpus_per_job)
             if not visible:
                 raise CommandError("no GPU is visible: pass --vram-gb N to plan for a card")
             chosen = visible[0]

@@ -140,6 +140,7 @@ class Execution:
     compiled: bool = False
     actions: list[str] = field(default_factory=list)
     encoder_swaps: list[EncoderSwap] = field(default_factory=list)
+    ranks: int = 1  # GPUs one job is split over (context parallelism): activations divide, weights do not
 
     @property
     def encoder_onloads(self) -> int:
@@ -150,7 +151,7 @@ class Execution:
         """Refuse (RequestTooLarge) before any work if the job cannot fit; None on a CPU."""
         if self.vram_bytes is None:
             return None
-        return memory_plan.check_request(self.plan, geometry, self.vram_bytes)
+        return memory_plan.check_request(self.plan, geometry, self.vram_bytes, ranks=self.ranks)
 
     def prepare_decode(self, vae: torch.nn.Module, width: int, height: int) -> bool:
         """Keep diffusers' own VAE tiling off; returns whether the runtime's tiling splits frames at this size.
@@ -167,7 +168,8 @@ class Execution:
     def summary(self) -> str:
         if self.vram_bytes is None:
             return f"execution on {self.device}: {', '.join(self.actions) or 'as loaded'}"
-        return memory_plan.summary(self.plan, self.vram_bytes) + "\n  applied: " + "; ".join(self.actions)
+        planned = memory_plan.summary(self.plan, self.vram_bytes, ranks=self.ranks)
+        return planned + "\n  applied: " + "; ".join(self.actions)
 
 
 def choose(device: torch.device | str, requested: str | None = None) -> tuple[str, int | None]:

@@ -73,6 +73,12 @@ TRANSFORMER_ACTIVATION_WIDTHS = 38
 # activations at 8 pixel frames per latent frame (72 inside a 9-latent-frame tile that yields 65)
 # included. Measured 73-74 on the real decoder in bf16 at 128-512 px tiles; 80 with a margin.
 DECODE_BYTES_PER_PIXEL = 80
+# Ulysses all-to-all (context parallelism over N GPUs): q, k, v and the attention output exist
+# before and after the exchange, each 1/N of the video tokens at full width.
+ULYSSES_WIDTHS = 8
+# Plans a job split over N GPUs can use: fp8 and the resident plans combine with the split; block
+# offload does not (each GPU would stream all 48 blocks over PCIe for 1/N of the work).
+GROUP_PLANS = ("resident", "encoder-offload", "fp8")
 # The runtime decodes with the reference's tiling (pipeline.generation.decode, ltx-core's
 # TilingConfig.default()), one temporal group at a time: up to 64 + 1 pixel frames (8 latent
 # frames plus the one a later group re-reads for its causal first frame), in spatial tiles of at
@@ -283,9 +289,23 @@ def _tile_pixels(axis: int, shape: Geometry) -> int:
     return min(size, cells) * VAE_SPATIAL
 
 
-def _transformer_activation_bytes(shape: Geometry, calibration: Calibration = Calibration()) -> int:
-    tokens = shape.video_tokens(2) * VIDEO_WIDTH + shape.audio_latent_frames * AUDIO_WIDTH
-    return int(tokens * BF16 * calibration.activation_widths)
+def _transformer_activation_bytes(shape: Geometry, calibration: Calibration = Calibration(), ranks: int = 1) -> int:
+    """One pass's activations on one GPU; with `ranks` > 1 the video tokens are split (context parallelism).
+
+    Split: each GPU holds 1/N of the video tokens' activations plus Ulysses' all-to-all buffers
+    (q, k, v and the output, before and after the exchange: 8 more widths over the share), and
+    the gathered full-length output (C=128 fp32: counted in RUNTIME_MISC_BYTES). The audio
+    stream (hundreds of tokens) is whole on every GPU.
+    """
+    widths = calibration.activation_widths
+    tokens = shape.video_tokens(2)
+    if ranks > 1:
+        share = -(-tokens // ranks)  # the largest share
+        video = share * VIDEO_WIDTH * BF16 * (widths + ULYSSES_WIDTHS)
+    else:
+        video = tokens * VIDEO_WIDTH * BF16 * widths
+    audio = shape.audio_latent_frames * AUDIO_WIDTH * BF16 * widths
+    return int(video + audio)
 
 
 def _upsampler_bytes(shape: Geometry) -> int:
@@ -308,9 +328,19 @@ def transformer_weight_bytes(plan: str) -> int:
 
 
 def estimate(
-    plan: str, shape: Geometry, vae_tiling: bool | None = None, calibration: Calibration | None = None
+    plan: str, shape: Geometry, vae_tiling: bool | None = None, calibration: Calibration | None = None,
+    ranks: int = 1,
 ) -> Estimate:
-    """The estimated peak of one job of `shape` under `plan` (`calibration`: default the module's `CALIBRATION`)."""
+    """The estimated peak of one job of `shape` under `plan` on the GPU that peaks highest.
+
+    `calibration`: default the module's `CALIBRATION`. `ranks` > 1: the job is split over that many
+    GPUs (context parallelism). Weights are replicated (every GPU holds the whole transformer); the
+    denoising activations divide; the text encoder, upsampler and decoder run on rank 0, whose peak
+    this is (the other ranks hold less). Block offload does not combine with a split (`PlanError`).
+    """
+    if ranks > 1 and plan not in GROUP_PLANS:
+        raise PlanError(f"memory plan {plan!r} cannot be combined with a job split over {ranks} GPUs; "
+                        f"choose one of {', '.join(GROUP_PLANS)}")
     calibration = CALIBRATION if calibration is None else calibration
     s = spec(plan)
     tiled = needs_vae_tiling(shape.width, shape.height) if vae_tiling is None else vae_tiling
@@ -329,7 +359,7 @@ def estimate(
     host, load_extra = _host_bytes(s)
     phases = {
         "encode": encode_weights + calibration.encode_extra_bytes,
-        "denoise": _transformer_activation_bytes(shape, calibration),
+        "denoise": _transformer_activation_bytes(shape, calibration, ranks),
         "upsample": _upsampler_bytes(shape),
         "decode": _decode_bytes(shape, tiled, calibration),
     }
@@ -356,8 +386,8 @@ def _host_bytes(s: PlanSpec) -> tuple[int, int]:
     return host, load_extra
 
 
-def fits(plan: str, shape: Geometry, vram_bytes: int) -> bool:
-    return estimate(plan, shape).peak <= usable_vram(vram_bytes)
+def fits(plan: str, shape: Geometry, vram_bytes: int, ranks: int = 1) -> bool:
+    return estimate(plan, shape, ranks=ranks).peak <= usable_vram(vram_bytes)
 
 
 def host_fits(plan: str, host_ram_bytes: int | None) -> bool:
@@ -380,14 +410,23 @@ def _host_refusal(plan: str, host_ram_bytes: int) -> str:
     )
 
 
-def choose_plan(vram_bytes: int, design: Geometry | None = None, host_ram_bytes: int | None = None) -> str:
+def choose_plan(
+    vram_bytes: int, design: Geometry | None = None, host_ram_bytes: int | None = None, ranks: int = 1
+) -> str:
     """The fastest plan whose estimate for the design request fits the card (and the host's RAM, when given).
 
     If none does, the smallest plan that fits the host: requests it cannot hold are refused one by
     one. A card or host too small for any plan is a `PlanError` that says which and why, raised
     when the worker starts, rather than a crash while loading that a supervisor would restart forever.
+    With `ranks` > 1 only the plans that combine with a split job are candidates.
     """
     design = design or job_geometry(*DESIGN_REQUEST)
+    if ranks > 1:
+        for plan in GROUP_PLANS:
+            if fits(plan, design, vram_bytes, ranks) and host_fits(plan, host_ram_bytes):
+                return plan
+        raise PlanError(f"a GPU with {vram_bytes / GiB:.0f} GiB cannot hold a job split over {ranks} GPUs "
+                        f"under any of {', '.join(GROUP_PLANS)} (block offload does not combine with a split)")
     for plan in PLANS:
         if fits(plan, design, vram_bytes) and host_fits(plan, host_ram_bytes):
             return plan
@@ -404,33 +443,40 @@ def choose_plan(vram_bytes: int, design: Geometry | None = None, host_ram_bytes:
                     f"{_host_refusal(PLANS[-1], host_ram_bytes)}")
 
 
-def resolve_plan(requested: str | None, vram_bytes: int, host_ram_bytes: int | None = None) -> str:
+def resolve_plan(
+    requested: str | None, vram_bytes: int, host_ram_bytes: int | None = None, ranks: int = 1
+) -> str:
     """`--plan auto|NAME`: the named plan (validated; checked against the host's RAM if given) or the automatic one."""
     if requested in (None, "", "auto"):
-        return choose_plan(vram_bytes, host_ram_bytes=host_ram_bytes)
+        return choose_plan(vram_bytes, host_ram_bytes=host_ram_bytes, ranks=ranks)
     plan = spec(requested).name
+    if ranks > 1 and plan not in GROUP_PLANS:
+        raise PlanError(f"memory plan {plan!r} cannot be combined with --gpus-per-job {ranks}: block offload "
+                        f"streams every block through each GPU; choose one of {', '.join(GROUP_PLANS)}")
     if not host_fits(plan, host_ram_bytes):
         raise PlanError(_host_refusal(plan, host_ram_bytes))
     return plan
 
 
-def max_frames_that_fit(plan: str, width: int, height: int, vram_bytes: int, fps: float | Fraction = 24.0) -> int:
+def max_frames_that_fit(
+    plan: str, width: int, height: int, vram_bytes: int, fps: float | Fraction = 24.0, ranks: int = 1
+) -> int:
     """The longest 8k+1 frame count that fits at this size (0 if even 9 frames do not)."""
     best = 0
     for frames in range(9, 482, 8):
-        if not fits(plan, job_geometry(width, height, frames, fps), vram_bytes):
+        if not fits(plan, job_geometry(width, height, frames, fps), vram_bytes, ranks):
             break
         best = frames
     return best
 
 
-def check_request(plan: str, shape: Geometry, vram_bytes: int) -> Estimate:
+def check_request(plan: str, shape: Geometry, vram_bytes: int, ranks: int = 1) -> Estimate:
     """The job's estimate, or `RequestTooLarge` with a message that says what would fit."""
-    est = estimate(plan, shape)
+    est = estimate(plan, shape, ranks=ranks)
     usable = usable_vram(vram_bytes)
     if est.peak <= usable:
         return est
-    frames = max_frames_that_fit(plan, shape.width, shape.height, vram_bytes, shape.fps)
+    frames = max_frames_that_fit(plan, shape.width, shape.height, vram_bytes, shape.fps, ranks)
     hint = (
         f"at {shape.width}x{shape.height} up to {frames} frames fit"
         if frames
@@ -442,18 +488,22 @@ def check_request(plan: str, shape: Geometry, vram_bytes: int) -> Estimate:
     )
 
 
-def summary(plan: str, vram_bytes: int, shapes: list[Geometry] | None = None) -> str:
+def summary(plan: str, vram_bytes: int, shapes: list[Geometry] | None = None, ranks: int = 1) -> str:
     """What `serve` prints at start: the plan, its weights and the estimate for typical jobs."""
     shapes = shapes or [job_geometry(1024, 576, 121), job_geometry(1024, 1024, 121), job_geometry(*DESIGN_REQUEST)]
+    if ranks > 1:
+        shapes = [*shapes, job_geometry(1536, 1024, 481)]
     s = spec(plan)
-    first = estimate(plan, shapes[0])
+    first = estimate(plan, shapes[0], ranks=ranks)
     lines = [
         f"memory plan {plan} ({s.description}) on a {vram_bytes / GiB:.1f} GiB GPU "
         f"({usable_vram(vram_bytes) / GiB:.1f} GiB usable): weights {first.weights / GiB:.1f} GiB on the GPU, "
         f"{first.host_ram / GiB:.1f} GiB in host RAM"
     ]
+    if ranks > 1:
+        lines[0] += f"; each job split over {ranks} GPUs (weights on every GPU, video activations divided)"
     for shape in shapes:
-        est = estimate(plan, shape)
+        est = estimate(plan, shape, ranks=ranks)
         verdict = "fits" if est.peak <= usable_vram(vram_bytes) else "REFUSED"
         lines.append(f"  {shape.label()}: ≈ {est.peak / GiB:.1f} GiB peak ({est.peak_phase}) — {verdict}")
     return "\n".join(lines)

@@ -93,6 +93,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_only", "--api-only", "LTX_API_ONLY", False,
            "Serve the API (and the janitor) without starting workers: in a fleet, workers run elsewhere "
            "(`ltx-server worker`) against the same --store.", is_flag=True),
+    Option("gpus_per_job", "--gpus-per-job", "LTX_GPUS_PER_JOB", 1,
+           "Split each job over this many GPUs (context parallelism): one worker per group of N GPUs. On a "
+           "machine without a GPU, N > 1 runs N CPU ranks over gloo: a testing mode, not faster.", int),
 )
 
 
@@ -129,7 +132,8 @@ class ServerConfig:
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.
-    gpu_capacity: tuple[str, int] | None = None
+    gpu_capacity: tuple[str, int] | tuple[str, int, int] | None = None
+    gpus_per_job: int = 1
 
     @property
     def paths(self) -> DataPaths:

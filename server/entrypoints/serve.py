@@ -3,7 +3,8 @@
 The API runs in this process (uvicorn) and never imports torch: the weights and the GPUs are
 probed in a short child process (`server.entrypoints.probe`), the tiny model is built by its
 worker, and generation runs only in the worker processes the supervisor starts: one per visible
-GPU, or one CPU worker for the tiny model. The janitor (recovery, retention) runs in the app.
+GPU (or one per group of `--gpus-per-job` GPUs), or one CPU worker for the tiny model. The
+janitor (recovery, retention) runs in the app.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def worker_command(config: ServerConfig) -> list[str]:
     command += ["--log-format", config.log_format, "--results", config.results]
     if config.s3_endpoint_url:
         command += ["--s3-endpoint-url", config.s3_endpoint_url]
+    if config.gpus_per_job > 1:
+        command += ["--gpus-per-job", str(config.gpus_per_job)]
     return command
 
 
@@ -79,7 +82,7 @@ def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
     """Probe the weights and GPUs (in a child): the GPU ids to use, the notice and the admission capacity."""
     if config.weights == "tiny":  # CPU-style scheduling, nothing to probe: its worker builds the model
         return config, []
-    found = run_probe(config.weights, config.data_dir, config.plan)
+    found = run_probe(config.weights, config.data_dir, config.plan, gpus_per_job=config.gpus_per_job)
     if not found["ok"]:
         raise CommandError(found["error"])
     if found["notice"]:
@@ -91,9 +94,26 @@ def plan_workers(config: ServerConfig) -> tuple[ServerConfig, list[int]]:
     capacity = None
     if found["gpus"]:  # requests must fit the smallest GPU they may land on
         smallest = min(found["gpus"], key=lambda gpu: gpu["vram_bytes"])
-        capacity = (smallest["plan"], smallest["vram_bytes"])
+        capacity = (smallest["plan"], smallest["vram_bytes"], config.gpus_per_job)
     config = dataclasses.replace(config, weights_notice=found["notice"], gpu_capacity=capacity)
     return config, [gpu["index"] for gpu in found["gpus"]]
+
+
+def worker_count(config: ServerConfig, gpu_ids: list[int]) -> int:
+    """Workers to start: `--workers`, else one per GPU, or one per group of `--gpus-per-job` GPUs."""
+    per_job = config.gpus_per_job
+    if per_job < 1:
+        raise CommandError(f"--gpus-per-job must be at least 1, got {per_job}")
+    if per_job > 1 and gpu_ids and len(gpu_ids) < per_job:
+        raise CommandError(f"--gpus-per-job {per_job} needs {per_job} GPUs; {len(gpu_ids)} are visible")
+    groups = len(gpu_ids) // per_job
+    if per_job > 1 and gpu_ids and len(gpu_ids) % per_job:
+        log.warning("%d GPU(s) left out: %d GPUs do not divide into groups of %d", len(gpu_ids) % per_job,
+                    len(gpu_ids), per_job)
+    if per_job > 1 and not gpu_ids:
+        log.warning("--gpus-per-job %d without a GPU: %d CPU ranks over gloo per job (a testing mode, not faster)",
+                    per_job, per_job)
+    return config.workers or max(1, groups)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     store = JobStore(config.store_url)
     janitor = Janitor.from_config(config, store, results)
-    count = 0 if config.api_only else config.workers or max(1, len(gpu_ids))
-    supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died)
+    count = 0 if config.api_only else worker_count(config, gpu_ids)
+    supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died,
+                            gpus_per_worker=config.gpus_per_job)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,

@@ -60,13 +60,17 @@ class Supervisor:
         count: int,
         gpu_ids: list[int] | None = None,
         on_exit: Callable[[str, str], object] | None = None,
+        gpus_per_worker: int = 1,
     ):
         self.command = list(command)
         self.on_exit = on_exit
         self.slots = []
         for index in range(count):
             env = dict(os.environ)
-            if gpu_ids:  # one GPU per worker
+            if gpu_ids and gpus_per_worker > 1:  # a worker group: N GPUs, one job split over them
+                first = (index * gpus_per_worker) % len(gpu_ids)
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids[first:first + gpus_per_worker])
+            elif gpu_ids:  # one GPU per worker
                 env["CUDA_VISIBLE_DEVICES"] = str(gpu_ids[index % len(gpu_ids)])
             self.slots.append(WorkerSlot(index, env))
         self._stop = threading.Event()

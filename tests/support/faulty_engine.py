@@ -37,6 +37,10 @@ class FaultyEngine:
         self.inner = inner
         self.info = inner.info
 
+    def __getattr__(self, name: str):
+        # Everything else (a group's follow/close/needs_restart/rank, transformer_passes) is the real engine's.
+        return getattr(self.inner, name)
+
     def generate(self, params, image: bytes, output: Path, progress=None, cancel=None, image_crf=None):
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
