@@ -21,6 +21,7 @@ those imports are function-local on purpose, each marked `# deferred:` with its 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,15 +119,21 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
         image_crf: int | None = None,
+        keyframe_images: Sequence[bytes] = (),
     ) -> Result:
         """Run one job and write its MP4 to `output` atomically.
+
+        `keyframe_images` are the encoded images of `params.keyframes`, in order (each checked
+        with `image_size` first, as the start image is).
 
         Raises `Cancelled`, `Refused` (too large, bad image), `OutOfMemory` (memory freed, the
         engine usable for the next job) or another exception for an unexpected failure.
         """
         from pipeline.generation.runtime import oom_phase  # deferred: the runtime imports torch
 
-        options = {} if image_crf is None else {"image_crf": image_crf}
+        options: dict[str, Any] = {} if image_crf is None else {"image_crf": image_crf}
+        if keyframe_images:
+            options["keyframe_images"] = list(keyframe_images)
         try:
             return self._generator.generate(params, image, output, on_progress=progress, should_cancel=cancel,
                                             **options)

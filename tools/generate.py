@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.engine import Engine, EngineSpec
 from pipeline.errors import Refused, WeightsError
 from pipeline.params import VIDEO_QUALITIES, RequestError
-from server.api.schemas import VideoRequest, parse_request
+from server.api.schemas import VideoRequest, conditioning_request, parse_request
 from server.core.errors import CommandError
 from server.core.image_fetch import fetch_image_bytes
 
@@ -67,6 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-crf", type=int, default=33,
         help="H.264 CRF of the start image's round trip, as the reference does; 0 disables (default 33)",
     )
+    parser.add_argument("--keyframe", action="append", default=None, metavar="IMAGE:FRAME[:STRENGTH]",
+                        help="extension: pin IMAGE (path or URL) to delivered FRAME (strength 0-1, default 1); "
+                             "repeatable")
+    parser.add_argument("--end-image", default=None, help="extension: image for the last frame (path or URL)")
+    parser.add_argument("--end-image-strength", type=float, default=None, help="0-1 (default 1.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -88,6 +93,25 @@ def _image_uri(source: str) -> str:
     return Path(source).expanduser().resolve().as_uri()
 
 
+def _checked_uri(label: str, source: str) -> str:
+    uri = _image_uri(source)
+    if uri.startswith("file:") and not Path(uri[len("file://"):]).is_file():
+        raise CommandError(f"{label}: cannot read image {source}: no such file")
+    return uri
+
+
+def _keyframe_flag(value: str) -> dict[str, Any]:
+    """IMAGE:FRAME[:STRENGTH] -> a keyframe object (the image may itself hold ':', as a URL does)."""
+    parts = value.rsplit(":", 2)
+    try:
+        if len(parts) == 3 and parts[1].isdigit():
+            return {"image": parts[0], "frame_index": int(parts[1]), "strength": float(parts[2])}
+        image, frame = value.rsplit(":", 1)
+        return {"image": image, "frame_index": int(frame)}
+    except ValueError:
+        raise CommandError(f"--keyframe {value!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
+
+
 def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
     source = fields.get("input_image")
     if not isinstance(source, str) or not source:
@@ -96,6 +120,15 @@ def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
     if uri.startswith("file:") and not Path(uri[len("file://"):]).is_file():
         raise CommandError(f"{label}: cannot read image {source}: no such file")
     fields = {**fields, "input_image": uri}
+    for name in ("end_image",):
+        if isinstance(fields.get(name), str):
+            fields[name] = _checked_uri(label, fields[name])
+    if isinstance(fields.get("keyframes"), list):
+        fields["keyframes"] = [
+            {**keyframe, "image": _checked_uri(label, keyframe["image"])}
+            if isinstance(keyframe, dict) and isinstance(keyframe.get("image"), str) else keyframe
+            for keyframe in fields["keyframes"]
+        ]
     try:
         request = parse_request(fields)
     except RequestError as exc:
@@ -113,14 +146,20 @@ def _single_job(args: argparse.Namespace) -> list[Job]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             fields[name] = value
+    if args.keyframe:
+        fields["keyframes"] = [_keyframe_flag(value) for value in args.keyframe]
+    if args.end_image is not None:
+        fields["end_image"] = args.end_image
+    if args.end_image_strength is not None:
+        fields["end_image_strength"] = args.end_image_strength
     return [_build_job(str(args.output), fields, args.output)]
 
 
 def _batch_jobs(args: argparse.Namespace) -> list[Job]:
     if args.out_dir is None:
         raise CommandError("--batch needs --out-dir")
-    if args.image or args.prompt or args.output:
-        raise CommandError("--batch takes its requests from the file; drop --image/--prompt/-o")
+    if args.image or args.prompt or args.output or args.keyframe or args.end_image:
+        raise CommandError("--batch takes its requests from the file; drop --image/--prompt/-o/--keyframe/--end-image")
     try:
         lines = args.batch.read_text().splitlines()
     except OSError as exc:
@@ -174,9 +213,11 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             image = _read_image(job.image_source)
+            request = conditioning_request(job.request)
+            keyframe_images = [_read_image(keyframe.image) for keyframe in request.keyframes]
             with _ProgressBar(job.label, args.no_progress) as on_progress:
-                result = engine.generate(job.request, image, job.output, progress=on_progress,
-                                         image_crf=args.image_crf or None)
+                result = engine.generate(request, image, job.output, progress=on_progress,
+                                         image_crf=args.image_crf or None, keyframe_images=keyframe_images)
         except (ValueError, Refused) as exc:
             failures += 1
             print(f"{job.label}: error: {exc}", file=sys.stderr)

@@ -29,9 +29,9 @@ from typing import Any
 
 from pipeline.engine import Engine, Progress
 from pipeline.errors import Cancelled, OutOfMemory, Refused
-from server.api.schemas import VideoRequest
+from server.api.schemas import VideoRequest, conditioning_request
 from server.core.paths import DataPaths
-from server.queue import Job, JobStore
+from server.queue import KEYFRAME_IMAGES, Job, JobStore
 
 log = logging.getLogger("ltx_server.worker")
 
@@ -148,10 +148,11 @@ class Worker:
         log.info("job %s: started (attempt %d)", job.id, job.attempts)
         started = time.perf_counter()
         try:
-            params = VideoRequest.model_validate(job.params)
+            params, keyframe_images = self._request(job)
             image = self.store.input_image(job.input_sha256)
+            options = {"keyframe_images": keyframe_images} if keyframe_images else {}
             result = self.engine.generate(params, image, output, progress=self._on_progress(state),
-                                          cancel=self._cancel_check(state))
+                                          cancel=self._cancel_check(state), **options)
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
             if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
@@ -175,6 +176,13 @@ class Worker:
         finally:
             done.set()
             reporter.join(timeout=5)
+
+    def _request(self, job: Job) -> tuple[VideoRequest, list[bytes]]:
+        """The job's request as the engine runs it (end_image folded in) and its keyframe images, in order."""
+        params = dict(job.params)
+        shas = params.pop(KEYFRAME_IMAGES, [])
+        request = conditioning_request(VideoRequest.model_validate(params))
+        return request, [self.store.input_image(sha) for sha in shas]
 
     @staticmethod
     def _on_progress(state: _JobState) -> Callable[[Progress], None]:
