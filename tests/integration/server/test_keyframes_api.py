@@ -111,3 +111,25 @@ def test_the_published_request_schema_lists_the_extensions(app):
     for name in ("keyframes", "end_image", "end_image_strength"):
         assert name in properties and properties[name]["description"].startswith("Extension")
     assert properties["keyframes"]["maxItems"] == 8
+
+
+def test_keyframe_images_of_active_jobs_survive_pruning(tmp_path):
+    from server.queue import JobStore, NewJob
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    params = {"prompt": "p", "input_image": "data:,", KEYFRAME_IMAGES: ["k1"]}
+    (job,) = store.enqueue([NewJob(owner="o", model="m", params=params, input_sha256="s")], b"start", now=0,
+                           keyframe_images={"k1": b"key"})
+    (ended,) = store.enqueue([NewJob(owner="o", model="m", params={"prompt": "q", KEYFRAME_IMAGES: ["k2"]},
+                                     input_sha256="t")], b"other", now=0, keyframe_images={"k2": b"gone"})
+    store.prune_inputs(older_than=10)
+    assert store.input_image("k2") == b"gone"  # its job is still queued
+    store.cancel(ended.id)
+    store.prune_inputs(older_than=10)
+    assert store.input_image("k1") == b"key" and store.input_image("s") == b"start"
+    with pytest.raises(KeyError):
+        store.input_image("k2")
+    store.cancel(job.id)
+    store.prune_inputs(older_than=10)
+    with pytest.raises(KeyError):
+        store.input_image("k1")
