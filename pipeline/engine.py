@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OutOfMemory, PlanError, RequestTooLarge
+from pipeline.errors import LoraError, OutOfMemory, PlanError, RequestTooLarge
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
 from pipeline.geometry import plan_geometry
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as planner
+from pipeline.weights.lora import LoraFile, LoraFileError, find_lora, lora_catalog
 
 PLAN_NAMES: tuple[str, ...] = planner.PLANS  # fastest first; `--plan auto` picks by GPU memory
 GiB = planner.GiB
@@ -46,6 +47,7 @@ class EngineSpec:
     device: str | None = None
     plan: str | None = None
     compile_blocks: bool = False
+    lora_dir: Path | None = None  # LoRA adapters jobs may name (`GenerationParams.loras`)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Engine:
         found = describe_weights(spec)
         try:
             generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
-                                                      compile_blocks=spec.compile_blocks)
+                                                      compile_blocks=spec.compile_blocks, lora_dir=spec.lora_dir)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -165,11 +167,31 @@ def image_size(data: bytes) -> tuple[int, int]:
     return image.width, image.height
 
 
-def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | None) -> None:
-    """Refuse (`RequestTooLarge`) a job whose estimated peak does not fit `capacity`; no-op without a GPU."""
+def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | None,
+          lora_dir: Path | None = None) -> None:
+    """Refuse a job that cannot run: a LoRA not in `lora_dir` (`LoraError`), or an estimated peak that
+    does not fit `capacity` (`RequestTooLarge`; its LoRA matrices counted, bfloat16 on the GPU)."""
+    files = check_loras(params, lora_dir)
     if capacity is None:
         return
-    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes)
+    adapter_bytes = sum(file.device_bytes(2) for file in files)
+    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes - adapter_bytes)
+
+
+def list_loras(lora_dir: Path | None) -> tuple[list[LoraFile], list[str]]:
+    """The LoRA directory's usable adapters (name, size, sha256, rank, layout) and why any file was skipped.
+
+    Headers and hashes only (sha256 cached per file for the process): no torch.
+    """
+    return lora_catalog(lora_dir)
+
+
+def check_loras(params: GenerationParams, lora_dir: Path | None) -> list[LoraFile]:
+    """The files of the LoRAs `params` names; `LoraError` for a name `lora_dir` does not hold (or no directory)."""
+    try:
+        return [find_lora(lora_dir, choice.name) for choice in params.loras]
+    except LoraFileError as exc:
+        raise LoraError(str(exc)) from None
 
 
 def memory_plan(requested: str | None, vram_bytes: int, index: int = -1) -> GpuPlan:
@@ -222,6 +244,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
-    "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
+    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "LoraError", "LoraFile",
+    "OutOfMemory", "PlanError", "Progress", "RequestTooLarge", "Result", "admit", "check_loras", "describe_weights",
+    "gpu_plans", "image_size", "list_loras", "memory_plan",
 ]

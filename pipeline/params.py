@@ -36,6 +36,20 @@ _EXPLICIT_SIZE = re.compile(r"^(\d+)x(\d+)$")
 # pass (and is admitted against the memory plan as such); 8 is ltx-pipelines' keyframe-interpolation
 # use with room to spare, while keeping the worst case at most +50% tokens on a 121-frame job.
 MAX_KEYFRAMES = 8
+# LoRA adapters per job (each adds two rank-r matmuls per adapted layer) and their scale range
+# (ComfyUI's and fal's LoRA loaders allow a wide range; beyond +-4 outputs are noise).
+MAX_LORAS, MAX_LORA_SCALE = 4, 4.0
+
+
+class LoraChoice(BaseModel):
+    """One LoRA adapter of a job: a file of the server's LoRA directory (by name) and its scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128, description="LoRA name (GET /api/ai/loras).")]
+    scale: Annotated[
+        float, Field(ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE, description="Strength: 1.0 as trained, 0 off.")
+    ] = 1.0
 
 
 class Keyframe(BaseModel):
@@ -108,6 +122,21 @@ class GenerationParams(BaseModel):
         Field(max_length=MAX_KEYFRAMES, description=f"Extension: up to {MAX_KEYFRAMES} more images pinned to "
               "later frames (start frame: input_image).", json_schema_extra={"x-order": 20}),
     ] = []
+
+    loras: Annotated[
+        list[LoraChoice],
+        Field(max_length=MAX_LORAS, description=f"Extension: up to {MAX_LORAS} LoRA adapters from the server's "
+              "LoRA directory, each {name, scale}.", json_schema_extra={"x-order": 30}),
+    ] = []
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_once_each(cls, value: list[LoraChoice]) -> list[LoraChoice]:
+        names = [choice.name for choice in value]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"item {index}: LoRA {name!r} is given twice")
+        return value
 
     @field_validator("keyframes")
     @classmethod
@@ -194,6 +223,7 @@ _RANGES = {
     "frame_index": f"must be an integer between 1 and {MAX_FRAMES - 1}",
     "strength": "must be a number between 0 and 1",
     "end_image_strength": "must be a number between 0 and 1",
+    "scale": f"must be a number between {-MAX_LORA_SCALE:g} and {MAX_LORA_SCALE:g}",
 }
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import Engine, EngineSpec
-from pipeline.errors import Refused, WeightsError
+from pipeline.engine import Engine, EngineSpec, check_loras
+from pipeline.errors import LoraError, Refused, WeightsError
 from pipeline.params import VIDEO_QUALITIES, RequestError
 from server.api.schemas import VideoRequest, conditioning_request, parse_request
 from server.core.errors import CommandError
@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "repeatable")
     parser.add_argument("--end-image", default=None, help="extension: image for the last frame (path or URL)")
     parser.add_argument("--end-image-strength", type=float, default=None, help="0-1 (default 1.0)")
+    parser.add_argument("--lora-dir", type=Path, default=None, help="extension: directory of LoRA .safetensors files")
+    parser.add_argument("--lora", action="append", default=None, metavar="NAME[:SCALE]",
+                        help="extension: apply the LoRA NAME of --lora-dir at SCALE (default 1.0); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -110,6 +113,15 @@ def _keyframe_flag(value: str) -> dict[str, Any]:
         return {"image": image, "frame_index": int(frame)}
     except ValueError:
         raise CommandError(f"--keyframe {value!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
+
+
+def _lora_flag(value: str) -> dict[str, Any]:
+    """NAME[:SCALE] -> a LoRA choice."""
+    name, sep, scale = value.partition(":")
+    try:
+        return {"name": name, "scale": float(scale)} if sep else {"name": name}
+    except ValueError:
+        raise CommandError(f"--lora {value!r}: expected NAME or NAME:SCALE") from None
 
 
 def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
@@ -152,6 +164,8 @@ def _single_job(args: argparse.Namespace) -> list[Job]:
         fields["end_image"] = args.end_image
     if args.end_image_strength is not None:
         fields["end_image_strength"] = args.end_image_strength
+    if args.lora:
+        fields["loras"] = [_lora_flag(value) for value in args.lora]
     return [_build_job(str(args.output), fields, args.output)]
 
 
@@ -199,11 +213,16 @@ def _read_image(source: str) -> bytes:
 def run(args: argparse.Namespace) -> int:
     """Validate every job, load the model once, run the jobs in order; exit 1 if any failed."""
     jobs = _batch_jobs(args) if args.batch else _single_job(args)
+    for job in jobs:  # LoRA names too are checked before the model loads
+        try:
+            check_loras(job.request, args.lora_dir)
+        except LoraError as exc:
+            raise CommandError(f"{job.label}: loras: {exc}") from None
     from pipeline.weights.locate import default_data_dir  # deferred: imports torch (the model loads next anyway)
 
     try:
         engine = Engine.load(EngineSpec(weights=args.weights, data_dir=args.data_dir or default_data_dir(),
-                                        device=args.device))
+                                        device=args.device, lora_dir=args.lora_dir))
     except WeightsError as exc:
         raise CommandError(str(exc)) from None
     if engine.info.notice:

@@ -31,6 +31,7 @@ class Result:
     has_audio: bool
     transformer_passes: int
     timings: dict[str, float] = field(default_factory=dict)
+    adapters: list[dict] = field(default_factory=list)  # LoRAs used: [{name, scale, sha256}]
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import Cancelled
+from pipeline.generation.adapters import LoraAdapters
 from pipeline.generation.conditioning import CONDITIONING_CRF, condition_pixels, prepare_start_frame
 from pipeline.generation.decode import (
     REFERENCE_TILING,
@@ -52,6 +53,7 @@ from pipeline.generation.schedule import (
 )
 from pipeline.geometry import OUTPUT_SAMPLE_RATE, VAE_TEMPORAL, Geometry, plan_geometry
 from pipeline.params import SEED_RANGE, GenerationParams
+from pipeline.placement import plan as memory_plan
 from pipeline.placement.apply import Execution, apply_plan, choose, placer
 from pipeline.weights.loader import Components, load_components
 from pipeline.weights.lock import require_verified
@@ -111,6 +113,7 @@ class VideoGenerator:
         prompt_cache_size: int = 8,
         decode_tiling: DecodeTiling | None = REFERENCE_TILING,
         encoder_threads: int = 0,
+        lora_dir: Path | None = None,
     ):
         self.components = components
         self.device = torch.device(device)
@@ -125,6 +128,8 @@ class VideoGenerator:
         self._prompt_cache_size = prompt_cache_size
         self.active: _Tracker | None = None  # the job in progress (or the last one)
         components.transformer.register_forward_pre_hook(self._count_pass)
+        # LoRA adapters as hooks on the transformer's linear layers (see generation/adapters.py).
+        self.adapters = LoraAdapters(components.transformer, lora_dir, self.device, dtype)
 
     @classmethod
     def from_directory(
@@ -422,14 +427,27 @@ class VideoGenerator:
         tracker.report("prepare", 0, 1)
         start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
         geometry = plan_geometry(request, start.width, start.height)
+        choices = [(choice.name, choice.scale) for choice in request.loras]
         if self.execution is not None:  # refuse what cannot fit before any work; tile the VAE when large
-            self.execution.check(geometry)
+            self._check_fits(geometry, choices)
             self.execution.prepare_decode(self.components.vae, geometry.width, geometry.height)
+        self.adapters.use(choices)  # the same set as the last job: nothing to do
         text = self.encode_prompt(request.prompt)
         frame = prepare_start_frame(start, image_crf)
         image1 = self.encode_image(frame, *geometry.stage1_size)
         image2 = self.encode_image(frame, geometry.width, geometry.height)
         return geometry, text, image1, image2
+
+    def _check_fits(self, geometry: Geometry, choices: list[tuple[str, float]]) -> None:
+        """The plan's check, with the GPU memory the job's LoRA matrices take counted against the card."""
+        execution = self.execution
+        adapter_bytes = sum(f.device_bytes(self.dtype.itemsize) for f in self.adapters.files(choices)) if choices \
+            else 0
+        if execution is None or execution.vram_bytes is None or not adapter_bytes:
+            if execution is not None:
+                execution.check(geometry)
+            return
+        memory_plan.check_request(execution.plan, geometry, execution.vram_bytes - adapter_bytes)
 
     @property
     def _channels(self) -> int:
@@ -530,6 +548,7 @@ class VideoGenerator:
             has_audio=request.generate_audio,
             transformer_passes=self.transformer_passes - passes_before,
             timings=timings,
+            adapters=[dict(adapter) for adapter in self.adapters.active],
         )
 
     def release_memory(self) -> None:

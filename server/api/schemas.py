@@ -100,7 +100,7 @@ class VideoRequest(GenerationParams):
 
 
 # Extension fields and their defaults: a job that leaves them so stores and echoes exactly Oxen's fields.
-EXTENSION_DEFAULTS: dict[str, Any] = {"keyframes": [], "end_image": None, "end_image_strength": 1.0}
+EXTENSION_DEFAULTS: dict[str, Any] = {"keyframes": [], "end_image": None, "end_image_strength": 1.0, "loras": []}
 
 
 def conditioning_request(request: VideoRequest) -> VideoRequest:

@@ -83,6 +83,9 @@ OPTIONS: tuple[Option, ...] = (
            "Engine factory MODULE:FUNCTION, called with the EngineSpec instead of pipeline.engine.Engine.load "
            "(an extension point: wrap or replace the model; it must be importable by the workers)."),
     Option("log_level", "--log-level", "LTX_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Option("lora_dir", "--lora-dir", "LTX_LORA_DIR", "",
+           "Directory of LoRA adapters (.safetensors) that requests may name in `loras`; GET /api/ai/loras "
+           "lists it. Empty: no LoRAs."),
 )
 
 
@@ -112,6 +115,7 @@ class ServerConfig:
     compile: bool = False
     engine: str = ""
     log_level: str = "info"
+    lora_dir: str = ""
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.
@@ -121,6 +125,11 @@ class ServerConfig:
     def paths(self) -> DataPaths:
         """The data directory's layout."""
         return DataPaths(self.data_dir)
+
+    @property
+    def lora_path(self) -> Path | None:
+        """The LoRA directory, or None when LoRAs are off."""
+        return Path(self.lora_dir).expanduser().resolve() if self.lora_dir else None
 
     @property
     def store_url(self) -> str:

@@ -68,6 +68,8 @@ def worker_command(config: ServerConfig) -> list[str]:
         command.append("--compile")
     if config.engine:
         command += ["--engine", config.engine]
+    if config.lora_dir:
+        command += ["--lora-dir", str(config.lora_path)]
     return command
 
 

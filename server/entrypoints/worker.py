@@ -17,7 +17,8 @@ from server.worker.worker import Worker
 
 log = logging.getLogger("ltx_server.worker")
 
-WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level")
+WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level",
+                  "lora_dir")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.log_level)
     factory = engine_factory(config.engine)
     spec = EngineSpec(weights=config.weights, data_dir=config.data_dir, device=args.device, plan=config.plan,
-                      compile_blocks=config.compile)
+                      compile_blocks=config.compile, lora_dir=config.lora_path)
     store = JobStore(config.store_url)
     worker = Worker(store, lambda: factory(spec), Path(config.data_dir), config.lease_seconds, args.worker_id,
                     device_hint=args.device)

@@ -155,6 +155,8 @@ class Worker:
                                           cancel=self._cancel_check(state), **options)
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
+            if getattr(result, "adapters", None):  # extension: the LoRAs it used, with their files' sha256
+                info["loras"] = result.adapters
             if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
                 log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
             else:  # cancelled or taken away while finishing: the file is not anyone's result

@@ -176,3 +176,40 @@ def test_end_frame_tokens_hold_the_end_image_latent_at_strength_one(sides, start
     coords = sides.ours._coords(result.geometry.latent_shape(2), 1, float(JOB["fps"]), (last,))[0]
     cells = result.video.shape[3] * result.video.shape[4]
     assert torch.allclose(coords[0, 0, -cells:], torch.tensor([last, last + 8]) / JOB["fps"])
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ltx_reference import build_reference_lora
+
+    folder = tmp_path_factory.mktemp("loras")
+    build_reference_lora(folder / "style.safetensors", rank=4, seed=21)
+    build_reference_lora(folder / "motion.safetensors", rank=2, seed=22, every=3)
+    return folder
+
+
+@pytest.mark.parametrize("loras", [[("style", 1.0)], [("style", 0.6), ("motion", -1.5)]])
+def test_lora_transformer_pass_matches_ltx_core_fusion(sides, lora_dir, loras):
+    """Our unfused adapter hooks vs ltx-core's `apply_loras` (W + (B * strength) @ A), one pass."""
+    from comparisons import compare_lora_pass, compare_transformer_pass
+
+    pairs = compare_lora_pass(sides, lora_dir, loras)
+    assert_parity(pairs)
+    # The LoRA matters: the base model's velocity is far from the adapted one.
+    base, _ = compare_transformer_pass(sides, strength=0.7)["video velocity"]
+    assert relative_error(base, pairs["LoRA pass: video velocity"][1]) > 100 * TOLERANCE
+
+
+def test_whole_job_with_a_lora(sides, start_png, lora_dir):
+    from comparisons import lora_sides
+
+    loras = [("style", 0.8)]
+    with_lora = lora_sides(sides, lora_dir, loras)
+    try:
+        pairs = compare_job(with_lora, start_png, 0.9, tag="LoRA job", loras=tuple(loras))
+    finally:
+        sides.ours.adapters.use([])
+    pairs.pop("LoRA job: decoded frames (uint8)")
+    ours_decode, ref_decode = pairs.pop("LoRA job: frames, reference decode of our latent (uint8)")
+    assert_parity(pairs)
+    assert torch.equal(ours_decode, ref_decode)

@@ -398,7 +398,8 @@ def reference_job(sides: Sides, image_path: Path, strength: float, text: _Text,
     return JobResult(video1.latent, audio1.latent, video2.latent, audio2.latent, decoded, audio.waveform)
 
 
-def our_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[KeyframeSpec, ...] = ()) -> JobResult:
+def our_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[KeyframeSpec, ...] = (),
+            loras: tuple[tuple[str, float], ...] = ()) -> JobResult:
     """Our VideoGenerator on the same request (explicit size, seed), decoded as it writes the MP4."""
     from pipeline.geometry import OUTPUT_SAMPLE_RATE
 
@@ -406,7 +407,8 @@ def our_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[Ke
     request = GenerationParams(prompt=PROMPT, num_frames=JOB["num_frames"],
                            resolution=f"{JOB['width']}x{JOB['height']}", frames_per_second=JOB["fps"],
                            image_strength=strength, seed=JOB["seed"],
-                           keyframes=[{"frame_index": index, "strength": weight} for _, index, weight in keyframes])
+                           keyframes=[{"frame_index": index, "strength": weight} for _, index, weight in keyframes],
+                           loras=[{"name": name, "scale": scale} for name, scale in loras])
     gen = sides.ours
     with torch.inference_mode():
         result = gen.denoise(request, image_path.read_bytes(), JOB["seed"],
@@ -422,14 +424,14 @@ def our_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[Ke
 
 
 def compare_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[KeyframeSpec, ...] = (),
-                tag: str | None = None) -> dict[str, Pair]:
+                tag: str | None = None, loras: tuple[tuple[str, float], ...] = ()) -> dict[str, Pair]:
     """The whole distilled two-stage job: stage-1 and final latents, decoded frames, waveform.
 
     `keyframes` adds the reference's `images` triples beyond frame 0 (an end frame, a middle one).
     """
     text = prompt_text(sides)
     ref = reference_job(sides, image_path, strength, text, keyframes)
-    ours = our_job(sides, image_path, strength, keyframes)
+    ours = our_job(sides, image_path, strength, keyframes, loras)
     samples = min(ours.waveform.shape[-1], ref.waveform.shape[-1])
     tag = tag or f"job s={strength}"
     from ltx_core.model.video_vae import TilingConfig, decode_video
@@ -446,3 +448,29 @@ def compare_job(sides: Sides, image_path: Path, strength: float, keyframes: tupl
         f"{tag}: waveform": (ours.waveform[..., :samples], ref.waveform[..., :samples]),
     }
 
+
+
+def lora_sides(sides: Sides, directory: Path, loras: list[tuple[str, float]]) -> Sides:
+    """`sides` with ltx-core's LoRA-fused transformer as the reference and our adapters pointed at `directory`.
+
+    Ours still has its base weights; a job (or `sides.ours.adapters.use`) naming the LoRAs applies them.
+    """
+    import dataclasses
+
+    from ltx_reference import reference_lora_transformer
+
+    fused = reference_lora_transformer(sides.checkpoint, sides.upsampler,
+                                       [(directory / f"{name}.safetensors", scale) for name, scale in loras])
+    sides.ours.adapters.directory = directory
+    return dataclasses.replace(sides, ref={**sides.ref, "transformer": fused})
+
+
+def compare_lora_pass(sides: Sides, directory: Path, loras: list[tuple[str, float]]) -> dict[str, Pair]:
+    """One transformer pass with LoRAs: ltx-core's fused weights vs our adapter hooks on the base weights."""
+    with_lora = lora_sides(sides, directory, loras)
+    sides.ours.adapters.use(loras)
+    try:
+        pairs = compare_transformer_pass(with_lora, strength=0.7)
+    finally:
+        sides.ours.adapters.use([])
+    return {f"LoRA pass: {name}": pair for name, pair in pairs.items()}

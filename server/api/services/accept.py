@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from pathlib import Path
 from typing import Any
 
 from pipeline.engine import Capacity, admit
-from pipeline.errors import Refused
+from pipeline.errors import LoraError, Refused
 from pipeline.params import SEED_RANGE, RequestError
 from server.api.errors import APIError, model_not_found
 from server.api.schemas import (
@@ -33,13 +34,17 @@ def check_model(data: Any) -> None:
         raise APIError(404, "resource_not_found", body=model_not_found(data["model"]))
 
 
-def refuse_if_too_large(request: VideoRequest, size: tuple[int, int], capacity: Capacity | None) -> None:
-    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable.
+def refuse_if_too_large(request: VideoRequest, size: tuple[int, int], capacity: Capacity | None,
+                        lora_dir: Path | None = None) -> None:
+    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable,
+    or it names a LoRA the LoRA directory does not hold.
 
     `size` is the start image's upright (width, height): `auto` sizes follow the upright image.
     """
     try:
-        admit(request, size, capacity)
+        admit(request, size, capacity, lora_dir)
+    except LoraError as exc:
+        raise APIError(400, "invalid_params", f"loras: {exc}") from None
     except Refused as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
 
@@ -59,8 +64,9 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
     except ImageFetchError as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
     keyframe_shas, keyframe_images = fetch_keyframes(config, request)
-    if config.gpu_capacity is not None:  # keyframes add tokens: admitted with them
-        refuse_if_too_large(conditioning_request(request), size, Capacity(*config.gpu_capacity))
+    if config.gpu_capacity is not None or request.loras:  # keyframes add tokens and LoRAs memory: counted
+        capacity = Capacity(*config.gpu_capacity) if config.gpu_capacity is not None else None
+        refuse_if_too_large(conditioning_request(request), size, capacity, config.lora_path)
     digest = hashlib.sha256(image).hexdigest()
     copies = getattr(body, copies_field) if copies_field else 1
     new_jobs = []
