@@ -48,6 +48,22 @@ def main() -> None:
         ref = C.reference_job(sides, start, 0.9, C.prompt_text(sides), ((end, last, 1.0),))
         early = C.our_job(sides, start, 0.9, ((end, last - 1, 1.0),))
         add({"negative control: end frame one frame early": (early.video, ref.video)}, "must fail")
+
+        from ltx_reference import build_reference_lora
+
+        loras = folder / "loras"
+        build_reference_lora(loras / "style.safetensors", rank=4, seed=21)
+        build_reference_lora(loras / "motion.safetensors", rank=2, seed=22, every=3)
+        for choice in ([("style", 1.0)], [("style", 0.6), ("motion", -1.5)]):
+            label = " + ".join(f"{name}@{scale:g}" for name, scale in choice)
+            add({f"{name} [{label}]": pair for name, pair in C.compare_lora_pass(sides, loras, choice).items()})
+        with_lora = C.lora_sides(sides, loras, [("style", 0.8)])
+        pairs = C.compare_job(with_lora, start, 0.9, tag="LoRA job (style@0.8)", loras=(("style", 0.8),))
+        sides.ours.adapters.use([])
+        add(pairs)
+        base = C.compare_transformer_pass(sides, strength=0.7)["video velocity"][0]
+        fused = C.compare_lora_pass(sides, loras, [("style", 1.0)])["LoRA pass: video velocity"][1]
+        add({"negative control: base model vs LoRA reference": (base, fused)}, "must fail")
     print_table(["quantity", "max abs", "max rel", "note"], rows, args.markdown)
 
 
