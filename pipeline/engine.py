@@ -48,6 +48,7 @@ class EngineSpec:
     plan: str | None = None
     compile_blocks: bool = False
     lora_dir: Path | None = None  # LoRA adapters jobs may name (`GenerationParams.loras`)
+    enhance_max_tokens: int = 512  # bound on a prompt rewrite (`GenerationParams.enhance_prompt`)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ class Engine:
         found = describe_weights(spec)
         try:
             generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
-                                                      compile_blocks=spec.compile_blocks, lora_dir=spec.lora_dir)
+                                                      compile_blocks=spec.compile_blocks, lora_dir=spec.lora_dir,
+                                                      enhance_max_tokens=spec.enhance_max_tokens)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -129,6 +129,13 @@ class GenerationParams(BaseModel):
               "LoRA directory, each {name, scale}.", json_schema_extra={"x-order": 30}),
     ] = []
 
+    enhance_prompt: Annotated[
+        bool,
+        Field(description="Extension: let the model's Gemma 3 rewrite the prompt from the start image first "
+              "(Lightricks' image-to-video system prompt; the rewrite is returned as enhanced_prompt).",
+              json_schema_extra={"x-order": 40}),
+    ] = False
+
     @field_validator("loras")
     @classmethod
     def _loras_once_each(cls, value: list[LoraChoice]) -> list[LoraChoice]:

@@ -35,6 +35,11 @@ PARAMETER_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "negative_prompt": ("--negative-prompt", {"help": "what to steer away from"}),
     "seed": ("--seed", {"type": int, "help": "random seed; omitted: chosen and printed"}),
 }
+PARAMETER_FLAGS["enhance_prompt"] = (  # extension
+    "--enhance-prompt",
+    {"type": lambda v: _parse_bool(v), "metavar": "true|false",
+     "help": "let Gemma 3 rewrite the prompt from the start image first (default false); the rewrite is printed"},
+)
 
 
 def _parse_bool(value: str) -> bool:
@@ -243,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
             manifest.append({"output": job.output.name, "status": "failed", "error": str(exc)})
             continue
         elapsed = time.perf_counter() - started
+        if result.enhanced_prompt is not None:
+            print(f"{job.output}: enhanced prompt: {result.enhanced_prompt}")
+        if result.enhance_note:
+            print(f"{job.output}: {result.enhance_note}", file=sys.stderr)
         print(
             f"{job.output}: {result.width}x{result.height}, {result.num_frames} frames at {float(result.fps):g} fps, "
             f"seed {result.seed}, {elapsed:.1f} s"
@@ -251,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
             "output": job.output.name, "status": "succeeded", "seed": result.seed,
             "width": result.width, "height": result.height, "num_frames": result.num_frames,
             "frames_per_second": float(result.fps), "seconds": round(elapsed, 3),
+            **({"enhanced_prompt": result.enhanced_prompt} if result.enhanced_prompt is not None else {}),
         })
     if args.batch:
         (args.out_dir / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))

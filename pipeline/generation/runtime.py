@@ -35,6 +35,7 @@ from pipeline.generation.decode import (
     tiled_decode,
     to_uint8_frames,
 )
+from pipeline.generation.enhance import MAX_NEW_TOKENS, Enhanced, enhance_prompt
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.mp4 import write_mp4
 from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
@@ -114,6 +115,7 @@ class VideoGenerator:
         decode_tiling: DecodeTiling | None = REFERENCE_TILING,
         encoder_threads: int = 0,
         lora_dir: Path | None = None,
+        enhance_max_tokens: int = MAX_NEW_TOKENS,
     ):
         self.components = components
         self.device = torch.device(device)
@@ -130,6 +132,8 @@ class VideoGenerator:
         components.transformer.register_forward_pre_hook(self._count_pass)
         # LoRA adapters as hooks on the transformer's linear layers (see generation/adapters.py).
         self.adapters = LoraAdapters(components.transformer, lora_dir, self.device, dtype)
+        self.enhance_max_tokens = enhance_max_tokens  # bound on a prompt rewrite (`enhance_prompt`)
+        self.enhanced: Enhanced | None = None  # the last job's prompt enhancement, when it asked for one
 
     @classmethod
     def from_directory(
@@ -377,7 +381,7 @@ class VideoGenerator:
         clock = time.perf_counter()
         if len(keyframe_images) != len(request.keyframes):
             raise ValueError(f"{len(request.keyframes)} keyframes but {len(keyframe_images)} keyframe images")
-        geometry, text, image1, image2 = self._prepare(request, image, tracker, image_crf)
+        geometry, text, image1, image2 = self._prepare(request, image, tracker, image_crf, seed)
         keys1, keys2 = self._keyframe_latents(request, keyframe_images, geometry, image_crf)
         indices = tuple(keyframe.frame_index for keyframe in request.keyframes)
         timings["prepare"] = time.perf_counter() - clock
@@ -420,10 +424,12 @@ class VideoGenerator:
         return Denoised(final, audio, image2, geometry, stage1_video, stage1_audio, video[:, f * h2 * w2:])
 
     def _prepare(
-        self, request: GenerationParams, image: bytes | Image.Image, tracker: _Tracker, image_crf: int | None
+        self, request: GenerationParams, image: bytes | Image.Image, tracker: _Tracker, image_crf: int | None,
+        seed: int = 0,
     ) -> tuple[Geometry, _Text, torch.Tensor, torch.Tensor]:
         """The job's geometry (refused here if it cannot fit), its prompt and the start image's latents per stage."""
         tracker.check()
+        self.enhanced = None
         tracker.report("prepare", 0, 1)
         start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
         geometry = plan_geometry(request, start.width, start.height)
@@ -432,7 +438,15 @@ class VideoGenerator:
             self._check_fits(geometry, choices)
             self.execution.prepare_decode(self.components.vae, geometry.width, geometry.height)
         self.adapters.use(choices)  # the same set as the last job: nothing to do
-        text = self.encode_prompt(request.prompt)
+        prompt = request.prompt
+        if request.enhance_prompt:
+            # The reference shows Gemma the start image as decoded (no H.264 round trip).
+            self.enhanced = enhance_prompt(self.components.text_encoder, self.components.tokenizer, prompt,
+                                           np.asarray(start, dtype=np.uint8), seed, self.enhance_max_tokens,
+                                           should_stop=tracker.should_cancel)
+            tracker.check()
+            prompt = self.enhanced.prompt
+        text = self.encode_prompt(prompt)
         frame = prepare_start_frame(start, image_crf)
         image1 = self.encode_image(frame, *geometry.stage1_size)
         image2 = self.encode_image(frame, geometry.width, geometry.height)
@@ -549,6 +563,8 @@ class VideoGenerator:
             transformer_passes=self.transformer_passes - passes_before,
             timings=timings,
             adapters=[dict(adapter) for adapter in self.adapters.active],
+            enhanced_prompt=self.enhanced.prompt if self.enhanced is not None else None,
+            enhance_note=self.enhanced.note if self.enhanced is not None else None,
         )
 
     def release_memory(self) -> None:

@@ -100,7 +100,8 @@ class VideoRequest(GenerationParams):
 
 
 # Extension fields and their defaults: a job that leaves them so stores and echoes exactly Oxen's fields.
-EXTENSION_DEFAULTS: dict[str, Any] = {"keyframes": [], "end_image": None, "end_image_strength": 1.0, "loras": []}
+EXTENSION_DEFAULTS: dict[str, Any] = {"keyframes": [], "end_image": None, "end_image_strength": 1.0, "loras": [],
+                                      "enhance_prompt": False}
 
 
 def conditioning_request(request: VideoRequest) -> VideoRequest:
@@ -229,6 +230,9 @@ def generation_row(job: Job, result_url: str | None) -> dict[str, Any]:
         row["result_deleted_at"] = int(job.result_deleted_at)
     if job.info:
         row["output"] = job.info
+        for name in ("enhanced_prompt", "enhance_prompt_note"):  # extension: the prompt actually used
+            if job.info.get(name):
+                row[name] = job.info[name]
     return row
 
 

@@ -157,6 +157,10 @@ class Worker:
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
             if getattr(result, "adapters", None):  # extension: the LoRAs it used, with their files' sha256
                 info["loras"] = result.adapters
+            if getattr(result, "enhanced_prompt", None):  # extension: the prompt generated from
+                info["enhanced_prompt"] = result.enhanced_prompt
+            if getattr(result, "enhance_note", None):
+                info["enhance_prompt_note"] = result.enhance_note
             if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
                 log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
             else:  # cancelled or taken away while finishing: the file is not anyone's result

@@ -213,3 +213,16 @@ def test_whole_job_with_a_lora(sides, start_png, lora_dir):
     ours_decode, ref_decode = pairs.pop("LoRA job: frames, reference decode of our latent (uint8)")
     assert_parity(pairs)
     assert torch.equal(ours_decode, ref_decode)
+
+
+def test_prompt_enhancement_system_prompt_and_cleanup_are_ltx_cores():
+    """The image-to-video system prompt (verbatim) and `clean_response` of ltx-core / ltx-pipelines."""
+    import ltx_core.text_encoders.gemma.encoders.base_encoder as encoder
+    from ltx_pipelines.utils.helpers import clean_response as reference_clean
+
+    from pipeline.generation.enhance import I2V_SYSTEM_PROMPT, clean_response
+
+    text = (Path(encoder.__file__).parent / "prompts" / "gemma_i2v_system_prompt.txt").read_text()
+    assert text == I2V_SYSTEM_PROMPT
+    for sample in ("\u201cStyle: real\u201d \u2014 a boat", "  ...: 12 a\u00a0boat\u2019s", "???"):
+        assert clean_response(sample) == reference_clean(sample)
