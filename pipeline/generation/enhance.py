@@ -25,7 +25,8 @@ A failure (an exception, an empty answer) falls back to the original prompt with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,15 +197,51 @@ class _StopWhen(StoppingCriteria):
         return bool(self.should_stop())
 
 
+@contextmanager
+def resident_text_encoder(text_encoder, device: torch.device) -> Iterator[None]:
+    """Gemma whole on `device` for one `generate` call, whatever the memory plan did with it.
+
+    Under the encoder-offload plan an `EncoderSwap` (pipeline/placement/apply.py) copies the text
+    tower in on every forward call: fine for one encode, ruinous for generation (one call per
+    token). Here it is copied in once, its hooks are lifted for the call and put back after, and
+    the vision tower and projector (kept on the host by that plan: LTX never shows Gemma an image)
+    visit the GPU for the call too; the peak is the encode's plus the vision tower (~0.8 GB).
+    A plan that streams Gemma layer by layer cannot hold it: `RuntimeError` (the caller notes it).
+    """
+    swaps = list(getattr(text_encoder, "_ltx_swaps", None) or [])
+    if len(swaps) > 1:
+        raise RuntimeError("the memory plan streams Gemma layer by layer, too slow to generate text with")
+    inner = getattr(text_encoder, "model", text_encoder)
+    visitors = [m for m in (getattr(inner, "vision_tower", None), getattr(inner, "multi_modal_projector", None))
+                if m is not None and next(m.parameters()).device != device]
+    homes = [next(m.parameters()).device for m in visitors]
+    swap = swaps[0] if swaps else None
+    if swap is not None:
+        swap._onload(text_encoder, ())
+        swap.remove()
+    for module in visitors:
+        module.to(device)
+    try:
+        yield
+    finally:
+        for module, home in zip(visitors, homes, strict=True):
+            module.to(home)
+        if swap is not None:
+            swap._offload(text_encoder, (), None)
+            swap._handles = [text_encoder.register_forward_pre_hook(swap._onload),
+                             text_encoder.register_forward_hook(swap._offload)]
+
+
 def enhance_prompt(text_encoder, tokenizer, prompt: str, frame: np.ndarray | None, seed: int,
-                   max_new_tokens: int = MAX_NEW_TOKENS, should_stop: Callable[[], bool] | None = None) -> Enhanced:
+                   max_new_tokens: int = MAX_NEW_TOKENS, should_stop: Callable[[], bool] | None = None,
+                   device: torch.device | None = None) -> Enhanced:
     """Gemma 3's image-to-video rewrite of `prompt` (sampled with `seed`); the original with a note on failure.
 
     `should_stop` is polled between generated tokens; when it returns true generation ends early
     (the caller then raises its cancellation).
     """
     try:
-        device = next(text_encoder.parameters()).device
+        device = device or next(text_encoder.parameters()).device
         dtype = next(text_encoder.parameters()).dtype
         vision = getattr(text_encoder.config, "vision_config", None)
         pixels = None
@@ -212,7 +249,8 @@ def enhance_prompt(text_encoder, tokenizer, prompt: str, frame: np.ndarray | Non
             pixels = image_pixels(frame, int(vision.image_size)).to(device, dtype)
         text = chat_text(tokenizer, I2V_SYSTEM_PROMPT, prompt)
         inputs = {k: v.to(device) for k, v in model_inputs(text_encoder, tokenizer, text, pixels).items()}
-        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with resident_text_encoder(text_encoder, device), torch.inference_mode(), \
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             stop = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
             outputs = text_encoder.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,

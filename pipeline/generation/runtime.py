@@ -443,7 +443,7 @@ class VideoGenerator:
             # The reference shows Gemma the start image as decoded (no H.264 round trip).
             self.enhanced = enhance_prompt(self.components.text_encoder, self.components.tokenizer, prompt,
                                            np.asarray(start, dtype=np.uint8), seed, self.enhance_max_tokens,
-                                           should_stop=tracker.should_cancel)
+                                           should_stop=tracker.should_cancel, device=self.device)
             tracker.check()
             prompt = self.enhanced.prompt
         text = self.encode_prompt(prompt)

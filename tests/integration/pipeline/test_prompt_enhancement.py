@@ -106,3 +106,23 @@ def test_cancelling_during_the_rewrite_stops_it(generator, tmp_path):
     with pytest.raises(Cancelled):
         generator.generate(request(seed=4, enhance_prompt=True), png(0), tmp_path / "c.mp4", should_cancel=cancel)
     assert not (tmp_path / "c.mp4").exists()
+
+
+def test_under_an_encoder_swap_gemma_is_copied_in_once_per_rewrite(tiny_weights):
+    """The encoder-offload plan swaps Gemma in per forward call; a rewrite (one call per token) holds it once."""
+    from pipeline.placement.apply import EncoderSwap, language_model
+
+    generator = VideoGenerator.from_directory(tiny_weights, enhance_max_tokens=MAX_TOKENS)
+    encoder = generator.components.text_encoder
+    swap = EncoderSwap(encoder, [language_model(encoder)], "cpu", pin=False)  # CPU "device": copies observable
+    encoder._ltx_swaps = [swap]
+    frame = np.zeros((48, 64, 3), np.uint8)
+    done = enhance_prompt(encoder, generator.components.tokenizer, "a red boat", frame, seed=1,
+                          max_new_tokens=MAX_TOKENS)
+    assert done.enhanced and swap.calls == 1  # not one copy per generated token
+    generator.encode_prompt("after the rewrite")  # the per-call swap is back for encodes
+    assert swap.calls == 2
+    encoder._ltx_swaps = [swap, swap]  # a streamed (layer by layer) plan: refused with a note, not run
+    kept = enhance_prompt(encoder, generator.components.tokenizer, "a red boat", frame, seed=1,
+                          max_new_tokens=MAX_TOKENS)
+    assert not kept.enhanced and kept.prompt == "a red boat" and "layer by layer" in kept.note
