@@ -145,6 +145,12 @@ class LoraAdapters:
     def use(self, choices: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
         """Make `choices` (name, scale) the adapters of the next passes; [] removes all. Returns the set in use."""
         files = self.files(choices) if choices else []
+        if files and self._compiled():
+            # torch.compile'd blocks do not re-check hooks added after tracing (dynamo's
+            # skip_nnmodule_hook_guards), and per-block adapter matrices would exceed its recompile
+            # limit: the hooks would be silently ignored. Refused rather than wrong.
+            raise LoraError("LoRAs cannot be used on a worker started with --compile (its compiled transformer "
+                            "blocks would ignore them); start the server without --compile to use LoRAs")
         key = tuple((f.name, f.sha256, float(scale)) for f, (_, scale) in zip(files, choices, strict=True))
         if key == self._active_key:
             return self.active
@@ -172,6 +178,10 @@ class LoraAdapters:
                  ", ".join(f"{a['name']}@{a['scale']:g}" for a in self.active), len(per_layer), total / 2**20,
                  self.device)
         return self.active
+
+    def _compiled(self) -> bool:
+        """Whether the transformer's blocks were torch.compile'd (`placement.apply.compile_transformer`)."""
+        return any(getattr(module, "_compiled_call_impl", None) is not None for module in self.transformer.modules())
 
     def clear(self) -> None:
         """Remove every hook: the transformer computes exactly its base weights again."""

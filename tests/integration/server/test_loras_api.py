@@ -147,3 +147,14 @@ def test_same_set_is_kept_other_sets_switch_and_none_restores_the_base(engine, t
 def test_an_unknown_lora_at_the_engine_is_refused(engine, tmp_path):
     with pytest.raises(LoraError, match="unknown LoRA 'missing'"):
         engine.generate(_params(loras=[{"name": "missing"}]), png_bytes(), tmp_path / "x.mp4")
+
+
+def test_loras_are_refused_on_a_compiled_transformer(engine, tmp_path):
+    """Compiled blocks would silently ignore adapter hooks: a clear refusal instead of a wrong video."""
+    block = engine._generator.components.transformer.transformer_blocks[0]
+    block.compile()  # marks the block compiled (compilation itself happens lazily, never here)
+    try:
+        with pytest.raises(LoraError, match="--compile"):
+            engine.generate(_params(loras=[{"name": "style"}]), png_bytes(), tmp_path / "x.mp4")
+    finally:
+        block._compiled_call_impl = None
