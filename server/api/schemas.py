@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from pipeline.params import MAX_KEYFRAMES, FieldError, GenerationParams, Keyframe, RequestError, describe_errors
-from server.queue import Job
+from server.queue import KEYFRAME_IMAGES, Job
 
 MODEL_ID = "ltx-2-3-quality-image-to-video"
 
@@ -117,7 +117,7 @@ def stored_params(request: VideoRequest) -> dict[str, Any]:
     """A request as the job record keeps it: extension fields only when used, data: URIs shortened."""
     params = request.model_dump()
     for name, default in EXTENSION_DEFAULTS.items():
-        if params.get(name) == default:
+        if params.get(name) == default and not (name == "end_image_strength" and params.get("end_image")):
             params.pop(name)
     params["input_image"] = echo_input_image(params["input_image"])
     for keyframe in params.get("keyframes", []):
@@ -206,6 +206,7 @@ def echo_input_image(value: str) -> str:
 def generation_row(job: Job, result_url: str | None) -> dict[str, Any]:
     """A job as `GET /api/ai/queue/{id}` returns it: contract fields, echoed parameters, extensions."""
     params = dict(job.params)
+    params.pop(KEYFRAME_IMAGES, None)  # where the keyframe images are stored: not part of the request
     params["input_image"] = echo_input_image(params.get("input_image", ""))
     row: dict[str, Any] = {
         "generation_id": job.id,

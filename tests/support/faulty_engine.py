@@ -31,7 +31,7 @@ class FaultyEngine:
         self.inner = inner
         self.info = inner.info
 
-    def generate(self, params, image: bytes, output: Path, progress=None, cancel=None, image_crf=None):
+    def generate(self, params, image: bytes, output: Path, progress=None, cancel=None, image_crf=None, **options):
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
@@ -46,7 +46,7 @@ class FaultyEngine:
                 time.sleep(delay)
 
         try:
-            return self.inner.generate(params, image, output, on_progress, cancel, image_crf)
+            return self.inner.generate(params, image, output, on_progress, cancel, image_crf, **options)
         except _InjectedOOM:
             Path(output).unlink(missing_ok=True)
             raise OutOfMemory(f"Out of memory on {self.info.device} during stage1 (CUDA out of memory, injected by "
