@@ -34,6 +34,7 @@ PLAIN = {"input_image": "start.png", "prompt": "p", "num_frames": 9, "resolution
          "generate_audio": False}
 
 
+@pytest.mark.slow  # two fresh processes, four jobs
 def test_a_job_without_loras_after_jobs_with_them_matches_a_fresh_process(files):
     batch = files / "batch.jsonl"
     lines = [{**PLAIN, "loras": [{"name": "style", "scale": 1.0}], "output": "styled.mp4"},

@@ -32,6 +32,7 @@ def server(tmp_path_factory, tiny_weights):
     live.cleanup()
 
 
+@pytest.mark.slow
 def test_one_job_with_keyframes_and_a_lora(server):
     listing = requests.get(f"{server.api}/ai/loras", timeout=30).json()["data"]
     assert [row["name"] for row in listing] == ["style"]

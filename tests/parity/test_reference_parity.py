@@ -119,6 +119,7 @@ def keyframe_pngs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return end, middle
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["end frame", "middle keyframe"])
 def test_keyframed_two_stage_job(sides, start_png, keyframe_pngs, case):
     """ltx-pipelines' `images` beyond frame 0: appended keyframe tokens in both stages, dropped before decoding."""
@@ -200,6 +201,7 @@ def test_lora_transformer_pass_matches_ltx_core_fusion(sides, lora_dir, loras):
     assert relative_error(base, pairs["LoRA pass: video velocity"][1]) > 100 * TOLERANCE
 
 
+@pytest.mark.slow
 def test_whole_job_with_a_lora(sides, start_png, lora_dir):
     from comparisons import lora_sides
 
