@@ -21,17 +21,19 @@ those imports are function-local on purpose, each marked `# deferred:` with its 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OutOfMemory, PlanError, RequestTooLarge
+from pipeline.errors import LoraError, OutOfMemory, PlanError, RequestTooLarge
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
 from pipeline.geometry import plan_geometry, plan_size
 from pipeline.params import GenerationParams
 from pipeline.placement import plan as planner
 from pipeline.placement.host import physical_memory_bytes
+from pipeline.weights.lora import LoraFile, LoraFileError, find_lora, lora_catalog
 
 PLAN_NAMES: tuple[str, ...] = planner.PLANS  # fastest first; `--plan auto` picks by GPU memory
 GiB = planner.GiB
@@ -61,6 +63,8 @@ class EngineSpec:
     plan: str | None = None
     compile_blocks: bool = False
     group: RankGroup | None = None  # one job split over several GPUs (context parallelism); None: one device
+    lora_dir: Path | None = None  # LoRA adapters jobs may name (`GenerationParams.loras`)
+    enhance_max_tokens: int = 512  # bound on a prompt rewrite (`GenerationParams.enhance_prompt`)
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,8 @@ class Engine:
             return cls._load_group(spec, found)
         try:
             generator = VideoGenerator.from_directory(found.path, device=found.device, plan=spec.plan,
-                                                      compile_blocks=spec.compile_blocks)
+                                                      compile_blocks=spec.compile_blocks, lora_dir=spec.lora_dir,
+                                                      enhance_max_tokens=spec.enhance_max_tokens)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -184,15 +189,21 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
         image_crf: int | None = None,
+        keyframe_images: Sequence[bytes] = (),
     ) -> Result:
         """Run one job and write its MP4 to `output` atomically.
+
+        `keyframe_images` are the encoded images of `params.keyframes`, in order (each checked
+        with `image_size` first, as the start image is).
 
         Raises `Cancelled`, `Refused` (too large, bad image), `OutOfMemory` (memory freed, the
         engine usable for the next job) or another exception for an unexpected failure.
         """
         from pipeline.generation.runtime import oom_phase  # deferred: the runtime imports torch
 
-        options = {} if image_crf is None else {"image_crf": image_crf}
+        options: dict[str, Any] = {} if image_crf is None else {"image_crf": image_crf}
+        if keyframe_images:
+            options["keyframe_images"] = list(keyframe_images)
         try:
             return self._generator.generate(params, image, output, on_progress=progress, should_cancel=cancel,
                                             **options)
@@ -228,11 +239,32 @@ def image_size(data: bytes) -> tuple[int, int]:
     return image.width, image.height
 
 
-def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | None) -> None:
-    """Refuse (`RequestTooLarge`) a job whose estimated peak does not fit `capacity`; no-op without a GPU."""
+def admit(params: GenerationParams, size: tuple[int, int], capacity: Capacity | None,
+          lora_dir: Path | None = None) -> None:
+    """Refuse a job that cannot run: a LoRA not in `lora_dir` (`LoraError`), or an estimated peak that
+    does not fit `capacity` (`RequestTooLarge`; its LoRA matrices counted, bfloat16 on the GPU)."""
+    files = check_loras(params, lora_dir)
     if capacity is None:
         return
-    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes, ranks=capacity.ranks)
+    adapter_bytes = sum(file.device_bytes(2) for file in files)
+    planner.check_request(capacity.plan, plan_geometry(params, *size), capacity.vram_bytes - adapter_bytes,
+                          ranks=capacity.ranks)
+
+
+def list_loras(lora_dir: Path | None) -> tuple[list[LoraFile], list[str]]:
+    """The LoRA directory's usable adapters (name, size, sha256, rank, layout) and why any file was skipped.
+
+    Headers and hashes only (sha256 cached per file for the process): no torch.
+    """
+    return lora_catalog(lora_dir)
+
+
+def check_loras(params: GenerationParams, lora_dir: Path | None) -> list[LoraFile]:
+    """The files of the LoRAs `params` names; `LoraError` for a name `lora_dir` does not hold (or no directory)."""
+    try:
+        return [find_lora(lora_dir, choice.name) for choice in params.loras]
+    except LoraFileError as exc:
+        raise LoraError(str(exc)) from None
 
 
 def memory_plan(
@@ -314,8 +346,7 @@ def output_size(resolution: str, image_width: int, image_height: int) -> tuple[i
 
 
 __all__ = [
-    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "OutOfMemory", "PlanError",
-    "RankGroup",
-    "Progress", "RequestTooLarge", "Result", "admit", "describe_weights", "gpu_plans", "image_size", "memory_plan",
-    "output_size",
+    "PLAN_NAMES", "Capacity", "Engine", "EngineInfo", "EngineSpec", "GiB", "GpuPlan", "LoraError", "LoraFile",
+    "OutOfMemory", "PlanError", "Progress", "RankGroup", "RequestTooLarge", "Result", "admit", "check_loras",
+    "describe_weights", "gpu_plans", "image_size", "list_loras", "memory_plan", "output_size",
 ]

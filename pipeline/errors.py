@@ -26,6 +26,10 @@ class StartImageError(Refused):
     """The start image cannot be used; the message says why, in one sentence."""
 
 
+class LoraError(Refused):
+    """A requested LoRA that cannot be used (unknown name, no LoRA directory, built for another model)."""
+
+
 class PlanError(PipelineError, ValueError):
     """An unknown memory plan name, or a GPU too small for any plan."""
 

@@ -10,6 +10,7 @@ by the runtime, the decode tiling, the weights registry, the memory planner
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -99,6 +100,7 @@ class Geometry:
     num_frames: int  # delivered
     generated_frames: int  # 8k+1 >= num_frames
     fps: Fraction
+    keyframes: int = 0  # keyframe images: one latent frame of extra tokens each, in both stages
 
     @property
     def stage1_size(self) -> tuple[int, int]:
@@ -114,9 +116,9 @@ class Geometry:
         return self.latent_frames, height // VAE_SPATIAL, width // VAE_SPATIAL
 
     def video_tokens(self, stage: int = 2) -> int:
-        """Video tokens of one transformer pass at stage 1 (half size) or 2 (full size)."""
+        """Video tokens of one transformer pass at stage 1 (half size) or 2 (full size), keyframe tokens included."""
         frames, height, width = self.latent_shape(stage)
-        return frames * height * width
+        return (frames + self.keyframes) * height * width
 
     @property
     def audio_latent_frames(self) -> int:
@@ -150,4 +152,5 @@ def job_geometry(width: int, height: int, num_frames: int, fps: float | Fraction
 def plan_geometry(request: GenerationParams, image_width: int, image_height: int) -> Geometry:
     """Plan a job's geometry from its request and the start image's size."""
     width, height = plan_size(request.resolution, image_width, image_height)
-    return job_geometry(width, height, request.num_frames, request.frames_per_second)
+    geometry = job_geometry(width, height, request.num_frames, request.frames_per_second)
+    return dataclasses.replace(geometry, keyframes=len(request.keyframes)) if request.keyframes else geometry

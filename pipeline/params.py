@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
     "square_hd": (1024, 1024),
@@ -32,6 +32,41 @@ SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE = 64, 128, 2048
 MAX_SEED = 2**63 - 1
 SEED_RANGE = 2**32  # seeds chosen for the caller stay JSON- and JavaScript-safe
 _EXPLICIT_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# Keyframes beyond the start image: each appends one latent frame of tokens to every transformer
+# pass (and is admitted against the memory plan as such); 8 is ltx-pipelines' keyframe-interpolation
+# use with room to spare, while keeping the worst case at most +50% tokens on a 121-frame job.
+MAX_KEYFRAMES = 8
+# LoRA adapters per job (each adds two rank-r matmuls per adapted layer) and their scale range
+# (ComfyUI's and fal's LoRA loaders allow a wide range; beyond +-4 outputs are noise).
+MAX_LORAS, MAX_LORA_SCALE = 4, 4.0
+
+
+class LoraChoice(BaseModel):
+    """One LoRA adapter of a job: a file of the server's LoRA directory (by name) and its scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128, description="LoRA name (GET /api/ai/loras).")]
+    scale: Annotated[
+        float, Field(ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE, description="Strength: 1.0 as trained, 0 off.")
+    ] = 1.0
+
+
+class Keyframe(BaseModel):
+    """One conditioning image at a delivered frame (the image itself travels beside the parameters).
+
+    As ltx-pipelines' `images` triples with a frame index other than 0: its latent is appended
+    as extra tokens positioned at `frame_index` (`VideoConditionByKeyframeIndex`) in both stages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_index: Annotated[
+        int, Field(ge=1, le=MAX_FRAMES - 1, description="Delivered frame the image conditions (1 .. num_frames-1).")
+    ]
+    strength: Annotated[
+        float, Field(ge=0.0, le=1.0, description="1.0 pins the frame to the image; lower gives the model freedom.")
+    ] = 1.0
 
 
 class GenerationParams(BaseModel):
@@ -80,6 +115,49 @@ class GenerationParams(BaseModel):
         Field(ge=0, le=MAX_SEED, description="Random seed; omitted: chosen and reported.",
               json_schema_extra={"x-order": 9}),
     ] = None
+
+    # Extensions beyond Oxen's contract (omitted: exactly Oxen's behaviour).
+    keyframes: Annotated[
+        list[Keyframe],
+        Field(max_length=MAX_KEYFRAMES, description=f"Extension: up to {MAX_KEYFRAMES} more images pinned to "
+              "later frames (start frame: input_image).", json_schema_extra={"x-order": 20}),
+    ] = []
+
+    loras: Annotated[
+        list[LoraChoice],
+        Field(max_length=MAX_LORAS, description=f"Extension: up to {MAX_LORAS} LoRA adapters from the server's "
+              "LoRA directory, each {name, scale}.", json_schema_extra={"x-order": 30}),
+    ] = []
+
+    enhance_prompt: Annotated[
+        bool,
+        Field(description="Extension: let the model's Gemma 3 rewrite the prompt from the start image first "
+              "(Lightricks' image-to-video system prompt; the rewrite is returned as enhanced_prompt).",
+              json_schema_extra={"x-order": 40}),
+    ] = False
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_once_each(cls, value: list[LoraChoice]) -> list[LoraChoice]:
+        names = [choice.name for choice in value]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"item {index}: LoRA {name!r} is given twice")
+        return value
+
+    @field_validator("keyframes")
+    @classmethod
+    def _keyframes_inside_the_clip(cls, value: list[Keyframe], info: ValidationInfo) -> list[Keyframe]:
+        frames = info.data.get("num_frames")  # absent when num_frames itself is invalid
+        seen: set[int] = set()
+        for index, keyframe in enumerate(value):
+            if frames is not None and keyframe.frame_index >= frames:
+                raise ValueError(f"item {index}: frame_index {keyframe.frame_index} is not a delivered frame "
+                                 f"(num_frames is {frames}: 1 .. {frames - 1})")
+            if keyframe.frame_index in seen:
+                raise ValueError(f"item {index}: frame_index {keyframe.frame_index} is given twice")
+            seen.add(keyframe.frame_index)
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -135,6 +213,8 @@ def _sentence(error: dict[str, Any]) -> str:
         return f"must be true or false (got {shown})"
     if kind.startswith("string_"):
         return f"must be a string (got {shown})"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} items"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')} (got {shown})"
     if kind == "value_error":
@@ -147,6 +227,10 @@ _RANGES = {
     "frames_per_second": f"must be a number between {MIN_FPS:g} and {MAX_FPS:g}",
     "image_strength": "must be a number between 0 and 1",
     "seed": f"must be an integer between 0 and {MAX_SEED}",
+    "frame_index": f"must be an integer between 1 and {MAX_FRAMES - 1}",
+    "strength": "must be a number between 0 and 1",
+    "end_image_strength": "must be a number between 0 and 1",
+    "scale": f"must be a number between {-MAX_LORA_SCALE:g} and {MAX_LORA_SCALE:g}",
 }
 
 

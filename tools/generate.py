@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.engine import Engine, EngineSpec
-from pipeline.errors import Refused, WeightsError
+from pipeline.engine import Engine, EngineSpec, check_loras
+from pipeline.errors import LoraError, Refused, WeightsError
 from pipeline.params import VIDEO_QUALITIES, RequestError
-from server.api.schemas import VideoRequest, parse_request
+from server.api.schemas import VideoRequest, conditioning_request, parse_request
 from server.core.errors import CommandError
 from server.core.image_fetch import fetch_image_bytes
 
@@ -35,6 +35,11 @@ PARAMETER_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "negative_prompt": ("--negative-prompt", {"help": "what to steer away from"}),
     "seed": ("--seed", {"type": int, "help": "random seed; omitted: chosen and printed"}),
 }
+PARAMETER_FLAGS["enhance_prompt"] = (  # extension
+    "--enhance-prompt",
+    {"type": lambda v: _parse_bool(v), "metavar": "true|false",
+     "help": "let Gemma 3 rewrite the prompt from the start image first (default false); the rewrite is printed"},
+)
 
 
 def _parse_bool(value: str) -> bool:
@@ -67,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-crf", type=int, default=33,
         help="H.264 CRF of the start image's round trip, as the reference does; 0 disables (default 33)",
     )
+    parser.add_argument("--keyframe", action="append", default=None, metavar="IMAGE:FRAME[:STRENGTH]",
+                        help="extension: pin IMAGE (path or URL) to delivered FRAME (strength 0-1, default 1); "
+                             "repeatable")
+    parser.add_argument("--end-image", default=None, help="extension: image for the last frame (path or URL)")
+    parser.add_argument("--end-image-strength", type=float, default=None, help="0-1 (default 1.0)")
+    parser.add_argument("--lora-dir", type=Path, default=None, help="extension: directory of LoRA .safetensors files")
+    parser.add_argument("--lora", action="append", default=None, metavar="NAME[:SCALE]",
+                        help="extension: apply the LoRA NAME of --lora-dir at SCALE (default 1.0); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -88,6 +101,34 @@ def _image_uri(source: str) -> str:
     return Path(source).expanduser().resolve().as_uri()
 
 
+def _checked_uri(label: str, source: str) -> str:
+    uri = _image_uri(source)
+    if uri.startswith("file:") and not Path(uri[len("file://"):]).is_file():
+        raise CommandError(f"{label}: cannot read image {source}: no such file")
+    return uri
+
+
+def _keyframe_flag(value: str) -> dict[str, Any]:
+    """IMAGE:FRAME[:STRENGTH] -> a keyframe object (the image may itself hold ':', as a URL does)."""
+    parts = value.rsplit(":", 2)
+    try:
+        if len(parts) == 3 and parts[1].isdigit():
+            return {"image": parts[0], "frame_index": int(parts[1]), "strength": float(parts[2])}
+        image, frame = value.rsplit(":", 1)
+        return {"image": image, "frame_index": int(frame)}
+    except ValueError:
+        raise CommandError(f"--keyframe {value!r}: expected IMAGE:FRAME or IMAGE:FRAME:STRENGTH") from None
+
+
+def _lora_flag(value: str) -> dict[str, Any]:
+    """NAME[:SCALE] -> a LoRA choice."""
+    name, sep, scale = value.partition(":")
+    try:
+        return {"name": name, "scale": float(scale)} if sep else {"name": name}
+    except ValueError:
+        raise CommandError(f"--lora {value!r}: expected NAME or NAME:SCALE") from None
+
+
 def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
     source = fields.get("input_image")
     if not isinstance(source, str) or not source:
@@ -96,6 +137,15 @@ def _build_job(label: str, fields: dict[str, Any], output: Path) -> Job:
     if uri.startswith("file:") and not Path(uri[len("file://"):]).is_file():
         raise CommandError(f"{label}: cannot read image {source}: no such file")
     fields = {**fields, "input_image": uri}
+    for name in ("end_image",):
+        if isinstance(fields.get(name), str):
+            fields[name] = _checked_uri(label, fields[name])
+    if isinstance(fields.get("keyframes"), list):
+        fields["keyframes"] = [
+            {**keyframe, "image": _checked_uri(label, keyframe["image"])}
+            if isinstance(keyframe, dict) and isinstance(keyframe.get("image"), str) else keyframe
+            for keyframe in fields["keyframes"]
+        ]
     try:
         request = parse_request(fields)
     except RequestError as exc:
@@ -113,14 +163,22 @@ def _single_job(args: argparse.Namespace) -> list[Job]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             fields[name] = value
+    if args.keyframe:
+        fields["keyframes"] = [_keyframe_flag(value) for value in args.keyframe]
+    if args.end_image is not None:
+        fields["end_image"] = args.end_image
+    if args.end_image_strength is not None:
+        fields["end_image_strength"] = args.end_image_strength
+    if args.lora:
+        fields["loras"] = [_lora_flag(value) for value in args.lora]
     return [_build_job(str(args.output), fields, args.output)]
 
 
 def _batch_jobs(args: argparse.Namespace) -> list[Job]:
     if args.out_dir is None:
         raise CommandError("--batch needs --out-dir")
-    if args.image or args.prompt or args.output:
-        raise CommandError("--batch takes its requests from the file; drop --image/--prompt/-o")
+    if args.image or args.prompt or args.output or args.keyframe or args.end_image:
+        raise CommandError("--batch takes its requests from the file; drop --image/--prompt/-o/--keyframe/--end-image")
     try:
         lines = args.batch.read_text().splitlines()
     except OSError as exc:
@@ -160,11 +218,16 @@ def _read_image(source: str) -> bytes:
 def run(args: argparse.Namespace) -> int:
     """Validate every job, load the model once, run the jobs in order; exit 1 if any failed."""
     jobs = _batch_jobs(args) if args.batch else _single_job(args)
+    for job in jobs:  # LoRA names too are checked before the model loads
+        try:
+            check_loras(job.request, args.lora_dir)
+        except LoraError as exc:
+            raise CommandError(f"{job.label}: loras: {exc}") from None
     from pipeline.weights.locate import default_data_dir  # deferred: imports torch (the model loads next anyway)
 
     try:
         engine = Engine.load(EngineSpec(weights=args.weights, data_dir=args.data_dir or default_data_dir(),
-                                        device=args.device))
+                                        device=args.device, lora_dir=args.lora_dir))
     except WeightsError as exc:
         raise CommandError(str(exc)) from None
     if engine.info.notice:
@@ -174,15 +237,21 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             image = _read_image(job.image_source)
+            request = conditioning_request(job.request)
+            keyframe_images = [_read_image(keyframe.image) for keyframe in request.keyframes]
             with _ProgressBar(job.label, args.no_progress) as on_progress:
-                result = engine.generate(job.request, image, job.output, progress=on_progress,
-                                         image_crf=args.image_crf or None)
+                result = engine.generate(request, image, job.output, progress=on_progress,
+                                         image_crf=args.image_crf or None, keyframe_images=keyframe_images)
         except (ValueError, Refused) as exc:
             failures += 1
             print(f"{job.label}: error: {exc}", file=sys.stderr)
             manifest.append({"output": job.output.name, "status": "failed", "error": str(exc)})
             continue
         elapsed = time.perf_counter() - started
+        if result.enhanced_prompt is not None:
+            print(f"{job.output}: enhanced prompt: {result.enhanced_prompt}")
+        if result.enhance_note:
+            print(f"{job.output}: {result.enhance_note}", file=sys.stderr)
         print(
             f"{job.output}: {result.width}x{result.height}, {result.num_frames} frames at {float(result.fps):g} fps, "
             f"seed {result.seed}, {elapsed:.1f} s"
@@ -191,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
             "output": job.output.name, "status": "succeeded", "seed": result.seed,
             "width": result.width, "height": result.height, "num_frames": result.num_frames,
             "frames_per_second": float(result.fps), "seconds": round(elapsed, 3),
+            **({"enhanced_prompt": result.enhanced_prompt} if result.enhanced_prompt is not None else {}),
         })
     if args.batch:
         (args.out_dir / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))

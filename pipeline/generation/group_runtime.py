@@ -27,7 +27,7 @@ import gc
 import pickle
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from pipeline.errors import Cancelled, GroupFailed
+from pipeline.errors import Cancelled, GroupFailed, Refused
 from pipeline.generation.conditioning import CONDITIONING_CRF
 from pipeline.generation.outcome import CancelCheck, ProgressCallback, Result
 from pipeline.generation.runtime import VideoGenerator, _Text, _Tracker
@@ -193,10 +193,18 @@ class GroupVideoGenerator(VideoGenerator):
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         image_crf: int | None = CONDITIONING_CRF,
+        keyframe_images: Sequence[bytes | Image.Image] = (),
     ) -> Result:
-        """The leader's job: announce it, run it with the followers, decode and write the MP4 alone."""
+        """The leader's job: announce it, run it with the followers, decode and write the MP4 alone.
+
+        Keyframes and LoRAs are refused: the followers hold no VAE to encode keyframes and load no
+        adapters (a prompt rewrite works: it happens in the leader's preparation, before the broadcast).
+        """
         if not self.is_leader:
             raise RuntimeError("only rank 0 takes jobs; other ranks run `follow`")
+        if request.keyframes or keyframe_images or request.loras:
+            raise Refused("keyframes, end_image and loras are not supported yet on a worker group "
+                          "(--gpus-per-job > 1); send the job to a single-GPU worker")
         if request.seed is None:  # every rank must draw the same noise: fix the seed before announcing
             request = request.model_copy(update={"seed": secrets.randbelow(SEED_RANGE)})
         # Followers get the model's parameters only (not the server's request class).
@@ -234,13 +242,14 @@ class GroupVideoGenerator(VideoGenerator):
 
     # ---- the collective part of a job, on every rank ----------------------------------------
 
-    def denoise(self, request, image, seed, tracker=None, image_crf=CONDITIONING_CRF, timings=None):  # noqa: ANN001
+    def denoise(self, request, image, seed, tracker=None, image_crf=CONDITIONING_CRF, timings=None,  # noqa: ANN001
+                keyframe_images=()):
         """`VideoGenerator.denoise` with the group: collective from the start to the final latents."""
         # Every rank must reach the same collectives: the cancel check is always the group's.
         tracker = tracker or _Tracker(None, self._group_cancel(None))
         self._collective = True
         try:
-            return super().denoise(request, image, seed, tracker, image_crf, timings)
+            return super().denoise(request, image, seed, tracker, image_crf, timings, keyframe_images)
         except (Cancelled, LeaderFailed):
             raise  # every rank left at the same point: the group is intact
         except BaseException as exc:
@@ -257,12 +266,13 @@ class GroupVideoGenerator(VideoGenerator):
         return super().velocity(video, *args, **kwargs)
 
     def _prepare(
-        self, request: GenerationParams, image: bytes | Image.Image | None, tracker: _Tracker, image_crf: int | None
+        self, request: GenerationParams, image: bytes | Image.Image | None, tracker: _Tracker, image_crf: int | None,
+        seed: int = 0,
     ) -> tuple[Geometry, _Text, torch.Tensor, torch.Tensor]:
         """The leader prepares and broadcasts; followers receive. A leader error is broadcast and re-raised."""
         if self.is_leader:
             try:
-                prepared = super()._prepare(request, image, tracker, image_crf)
+                prepared = super()._prepare(request, image, tracker, image_crf, seed)
             except Cancelled:
                 raise  # the cancel check itself was collective: the followers stopped at the same point
             except Exception as exc:

@@ -31,6 +31,9 @@ class Result:
     has_audio: bool
     transformer_passes: int
     timings: dict[str, float] = field(default_factory=dict)
+    adapters: list[dict] = field(default_factory=list)  # LoRAs used: [{name, scale, sha256}]
+    enhanced_prompt: str | None = None  # the prompt generated from, when enhancement was asked for
+    enhance_note: str | None = None  # why the original prompt was kept, when enhancement failed
 
 
 ProgressCallback = Callable[[Progress], None]

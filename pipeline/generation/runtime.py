@@ -17,6 +17,7 @@ import gc
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import Cancelled
+from pipeline.generation.adapters import LoraAdapters
 from pipeline.generation.conditioning import CONDITIONING_CRF, condition_pixels, prepare_start_frame
 from pipeline.generation.decode import (
     REFERENCE_TILING,
@@ -33,6 +35,7 @@ from pipeline.generation.decode import (
     tiled_decode,
     to_uint8_frames,
 )
+from pipeline.generation.enhance import MAX_NEW_TOKENS, Enhanced, enhance_prompt
 from pipeline.generation.image import decode_start_image
 from pipeline.generation.mp4 import write_mp4
 from pipeline.generation.outcome import CancelCheck, Progress, ProgressCallback, Result
@@ -49,8 +52,9 @@ from pipeline.generation.schedule import (
     unpack_audio,
     unpack_video,
 )
-from pipeline.geometry import OUTPUT_SAMPLE_RATE, Geometry, plan_geometry
+from pipeline.geometry import OUTPUT_SAMPLE_RATE, VAE_TEMPORAL, Geometry, plan_geometry
 from pipeline.params import SEED_RANGE, GenerationParams
+from pipeline.placement import plan as memory_plan
 from pipeline.placement.apply import Execution, apply_plan, choose, placer
 from pipeline.weights.loader import Components, load_components
 from pipeline.weights.lock import require_verified
@@ -89,6 +93,7 @@ class Denoised:
     geometry: Geometry
     stage1_video: torch.Tensor | None = None  # (1, C, F, H/64, W/64), normalized, before the upsampler
     stage1_audio: torch.Tensor | None = None
+    keyframe_tokens: torch.Tensor | None = None  # stage 2's appended keyframe tokens after the last step
 
 
 @dataclass
@@ -109,6 +114,8 @@ class VideoGenerator:
         prompt_cache_size: int = 8,
         decode_tiling: DecodeTiling | None = REFERENCE_TILING,
         encoder_threads: int = 0,
+        lora_dir: Path | None = None,
+        enhance_max_tokens: int = MAX_NEW_TOKENS,
     ):
         self.components = components
         self.device = torch.device(device)
@@ -123,6 +130,10 @@ class VideoGenerator:
         self._prompt_cache_size = prompt_cache_size
         self.active: _Tracker | None = None  # the job in progress (or the last one)
         components.transformer.register_forward_pre_hook(self._count_pass)
+        # LoRA adapters as hooks on the transformer's linear layers (see generation/adapters.py).
+        self.adapters = LoraAdapters(components.transformer, lora_dir, self.device, dtype)
+        self.enhance_max_tokens = enhance_max_tokens  # bound on a prompt rewrite (`enhance_prompt`)
+        self.enhanced: Enhanced | None = None  # the last job's prompt enhancement, when it asked for one
 
     @classmethod
     def from_directory(
@@ -213,17 +224,35 @@ class VideoGenerator:
 
     # ---- denoising ------------------------------------------------------------------------
 
-    def _coords(self, latent_shape: tuple[int, int, int], audio_frames: int, fps: float):
+    def _coords(self, latent_shape: tuple[int, int, int], audio_frames: int, fps: float,
+                keyframe_indices: tuple[int, ...] = ()):
         """RoPE positions of the video and audio tokens, in the pipeline dtype as the reference keeps them.
 
         ltx-pipelines stores positions in its latent state's dtype (bfloat16 on a GPU), so the
         transformer sees time positions rounded to bfloat16; rounding here and widening again
-        gives the transformer those exact values (bfloat16 -> float32 is exact).
+        gives the transformer those exact values (bfloat16 -> float32 is exact). Keyframe tokens
+        follow, one latent frame each, at the positions `VideoConditionByKeyframeIndex` gives them.
         """
         rope, audio_rope = self.components.transformer.rope, self.components.transformer.audio_rope
         video = rope.prepare_video_coords(1, *latent_shape, self.device, fps=fps)
         audio = audio_rope.prepare_audio_coords(1, audio_frames, self.device)
-        return video.to(self.dtype).to(video.dtype), audio.to(self.dtype).to(audio.dtype)
+        video = video.to(self.dtype).to(video.dtype)
+        if keyframe_indices:
+            video = torch.cat([video, *(self._keyframe_coords(latent_shape, index, fps) for index in keyframe_indices)],
+                              dim=2)
+        return video, audio.to(self.dtype).to(audio.dtype)
+
+    def _keyframe_coords(self, latent_shape: tuple[int, int, int], frame_index: int, fps: float) -> torch.Tensor:
+        """Positions of one keyframe's tokens (1, 3, h*w, 2), as ltx-core's `VideoConditionByKeyframeIndex`.
+
+        A one-frame latent spans pixel frames [0, 8) with no causal shift, moved to start at
+        `frame_index`; the reference keeps these in float32 (not the state's dtype), so no rounding.
+        """
+        _, height, width = latent_shape
+        coords = self.components.transformer.rope.prepare_video_coords(1, 1, height, width, self.device, fps=fps)
+        temporal = torch.tensor([frame_index, frame_index + VAE_TEMPORAL], dtype=torch.float32, device=self.device)
+        coords[:, 0] = (temporal / fps).expand_as(coords[:, 0])
+        return coords
 
     def velocity(
         self,
@@ -277,10 +306,11 @@ class VideoGenerator:
         latent_shape: tuple[int, int, int],
         geometry: Geometry,
         tracker: _Tracker,
+        keyframe_indices: tuple[int, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         tracker.stage = stage  # an out-of-memory error in its first pass is named after this stage
         fps = float(geometry.fps)
-        coords = self._coords(latent_shape, audio.shape[1], fps)
+        coords = self._coords(latent_shape, audio.shape[1], fps, keyframe_indices)
         sigma = sigma_tensor(sigmas).to(self.device)
         steps = len(sigmas) - 1
         for i in range(steps):
@@ -338,12 +368,24 @@ class VideoGenerator:
         tracker: _Tracker | None = None,
         image_crf: int | None = CONDITIONING_CRF,
         timings: dict[str, float] | None = None,
+        keyframe_images: Sequence[bytes | Image.Image] = (),
     ) -> Denoised:
-        """Both stages of the distilled workflow: the final (normalized) video and audio latents."""
+        """Both stages of the distilled workflow: the final (normalized) video and audio latents.
+
+        `keyframe_images` go with `request.keyframes`, in order. As ltx-pipelines' `images`: the
+        start image replaces latent frame 0; each keyframe's latent is appended as extra tokens
+        at its frame's position, in stage 1 and again (at full size) in stage 2, and the appended
+        tokens are dropped after each stage's last step (`clear_conditioning`), before upsampling
+        and decoding.
+        """
         tracker = tracker or _Tracker(None, None)
         timings = timings if timings is not None else {}
         clock = time.perf_counter()
-        geometry, text, image1, image2 = self._prepare(request, image, tracker, image_crf)
+        if len(keyframe_images) != len(request.keyframes):
+            raise ValueError(f"{len(request.keyframes)} keyframes but {len(keyframe_images)} keyframe images")
+        geometry, text, image1, image2 = self._prepare(request, image, tracker, image_crf, seed)
+        keys1, keys2 = self._keyframe_latents(request, keyframe_images, geometry, image_crf)
+        indices = tuple(keyframe.frame_index for keyframe in request.keyframes)
         timings["prepare"] = time.perf_counter() - clock
         tracker.report("prepare", 1, 1)
 
@@ -357,14 +399,14 @@ class VideoGenerator:
         clock = time.perf_counter()
         f, h1, w1 = geometry.latent_shape(1)
         clean, mask = self._conditioned(torch.zeros(1, self._channels, f, h1, w1, device=self.device), image1,
-                                        strength)
+                                        strength, keys1, request)
         video = noised_state(clean, randn(tuple(clean.shape)), mask.unsqueeze(-1) * STAGE1_SIGMAS[0])
         audio = randn((1, geometry.audio_latent_frames, self._audio_width))  # token shape, as the reference
         video, audio = self._denoise(
-            "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker
+            "stage1", STAGE1_SIGMAS, video, clean, mask, audio, text, (f, h1, w1), geometry, tracker, indices
         )
         timings["stage1"] = time.perf_counter() - clock
-        stage1_video, stage1_audio = unpack_video(video, f, h1, w1), audio
+        stage1_video, stage1_audio = unpack_video(video[:, : f * h1 * w1], f, h1, w1), audio
 
         clock = time.perf_counter()
         upsampled = self._upsample(stage1_video, tracker)
@@ -373,31 +415,55 @@ class VideoGenerator:
         # Stage 2: full size, re-noised to the first stage-2 sigma, image conditioned again.
         clock = time.perf_counter()
         f, h2, w2 = geometry.latent_shape(2)
-        clean, mask = self._conditioned(upsampled, image2, strength)
+        clean, mask = self._conditioned(upsampled, image2, strength, keys2, request)
         video = noised_state(clean, randn(tuple(clean.shape)), mask.unsqueeze(-1) * STAGE2_SIGMAS[0])
         audio = noised_state(audio, randn(tuple(audio.shape)), STAGE2_SIGMAS[0])
         video, audio = self._denoise(
-            "stage2", STAGE2_SIGMAS, video, clean, mask, audio, text, (f, h2, w2), geometry, tracker
+            "stage2", STAGE2_SIGMAS, video, clean, mask, audio, text, (f, h2, w2), geometry, tracker, indices
         )
         timings["stage2"] = time.perf_counter() - clock
-        return Denoised(unpack_video(video, f, h2, w2), audio, image2, geometry, stage1_video, stage1_audio)
+        final = unpack_video(video[:, : f * h2 * w2], f, h2, w2)
+        return Denoised(final, audio, image2, geometry, stage1_video, stage1_audio, video[:, f * h2 * w2:])
 
     def _prepare(
-        self, request: GenerationParams, image: bytes | Image.Image, tracker: _Tracker, image_crf: int | None
+        self, request: GenerationParams, image: bytes | Image.Image, tracker: _Tracker, image_crf: int | None,
+        seed: int = 0,
     ) -> tuple[Geometry, _Text, torch.Tensor, torch.Tensor]:
         """The job's geometry (refused here if it cannot fit), its prompt and the start image's latents per stage."""
         tracker.check()
+        self.enhanced = None
         tracker.report("prepare", 0, 1)
         start = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
         geometry = plan_geometry(request, start.width, start.height)
+        choices = [(choice.name, choice.scale) for choice in request.loras]
         if self.execution is not None:  # refuse what cannot fit before any work; tile the VAE when large
-            self.execution.check(geometry)
+            self._check_fits(geometry, choices)
             self.execution.prepare_decode(self.components.vae, geometry.width, geometry.height)
-        text = self.encode_prompt(request.prompt)
+        self.adapters.use(choices)  # the same set as the last job: nothing to do
+        prompt = request.prompt
+        if request.enhance_prompt:
+            # The reference shows Gemma the start image as decoded (no H.264 round trip).
+            self.enhanced = enhance_prompt(self.components.text_encoder, self.components.tokenizer, prompt,
+                                           np.asarray(start, dtype=np.uint8), seed, self.enhance_max_tokens,
+                                           should_stop=tracker.should_cancel, device=self.device)
+            tracker.check()
+            prompt = self.enhanced.prompt
+        text = self.encode_prompt(prompt)
         frame = prepare_start_frame(start, image_crf)
         image1 = self.encode_image(frame, *geometry.stage1_size)
         image2 = self.encode_image(frame, geometry.width, geometry.height)
         return geometry, text, image1, image2
+
+    def _check_fits(self, geometry: Geometry, choices: list[tuple[str, float]]) -> None:
+        """The plan's check, with the GPU memory the job's LoRA matrices take counted against the card."""
+        execution = self.execution
+        adapter_bytes = sum(f.device_bytes(self.dtype.itemsize) for f in self.adapters.files(choices)) if choices \
+            else 0
+        if execution is None or execution.vram_bytes is None or not adapter_bytes:
+            if execution is not None:
+                execution.check(geometry)
+            return
+        memory_plan.check_request(execution.plan, geometry, execution.vram_bytes - adapter_bytes)
 
     @property
     def _channels(self) -> int:
@@ -409,14 +475,39 @@ class VideoGenerator:
         audio_vae = self.components.audio_vae
         return audio_vae.config.latent_channels * (audio_vae.config.mel_bins // audio_vae.mel_compression_ratio)
 
+    def _keyframe_latents(
+        self, request: GenerationParams, images: Sequence[bytes | Image.Image], geometry: Geometry,
+        image_crf: int | None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each keyframe image's latent at stage 1's and stage 2's size (the start image's treatment)."""
+        stage1, stage2 = [], []
+        for image in images:
+            decoded = decode_start_image(image) if isinstance(image, bytes) else image.convert("RGB")
+            frame = prepare_start_frame(decoded, image_crf)
+            stage1.append(self.encode_image(frame, *geometry.stage1_size))
+            stage2.append(self.encode_image(frame, geometry.width, geometry.height))
+        return stage1, stage2
+
     def _conditioned(
-        self, latents: torch.Tensor, image_latent: torch.Tensor, strength: float
+        self, latents: torch.Tensor, image_latent: torch.Tensor, strength: float,
+        keyframe_latents: Sequence[torch.Tensor] = (), request: GenerationParams | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean tokens with the start image as latent frame 0, per-token denoise mask) of one stage."""
+        """(clean tokens, per-token denoise mask) of one stage.
+
+        The start image replaces latent frame 0 (`VideoConditionByLatentIndex`); each keyframe's
+        tokens are appended after the video's, their mask 1 - strength (`VideoConditionByKeyframeIndex`).
+        """
         frames, height, width = latents.shape[2:]
         latents[:, :, :1] = image_latent
         mask = first_frame_mask(frames, height, width, strength).to(self.device)
-        return pack_video(latents), mask
+        tokens = [pack_video(latents)]
+        masks = [mask]
+        keyframes = request.keyframes if request is not None else []
+        for keyframe, keyframe_latent in zip(keyframes, keyframe_latents, strict=True):
+            appended = pack_video(keyframe_latent)
+            tokens.append(appended)
+            masks.append(torch.full(appended.shape[:2], 1.0 - keyframe.strength, device=self.device))
+        return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
 
     def _upsample(self, stage1_video: torch.Tensor, tracker: _Tracker) -> torch.Tensor:
         """The x2 latent upsampler, on the un-normalized latent."""
@@ -435,8 +526,12 @@ class VideoGenerator:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         image_crf: int | None = CONDITIONING_CRF,
+        keyframe_images: Sequence[bytes | Image.Image] = (),
     ) -> Result:
-        """Run one job and write its MP4 to `output` (atomically). Raises `Cancelled`."""
+        """Run one job and write its MP4 to `output` (atomically). Raises `Cancelled`.
+
+        `keyframe_images` are the images of `request.keyframes`, in the same order.
+        """
         tracker = _Tracker(on_progress, should_cancel)
         self.active = tracker
         timings: dict[str, float] = {}
@@ -446,7 +541,7 @@ class VideoGenerator:
         # traceback holds the job's frames and their tensors). On failure the caller frees once
         # the exception is handled (pipeline.engine.Engine.generate, after its except block).
         with torch.inference_mode():
-            result = self.denoise(request, image, seed, tracker, image_crf, timings)
+            result = self.denoise(request, image, seed, tracker, image_crf, timings, keyframe_images)
             geometry = result.geometry
             # Decode: audio first (small), then video streamed into ffmpeg one temporal tile group at a time.
             clock = time.perf_counter()
@@ -472,6 +567,9 @@ class VideoGenerator:
             has_audio=request.generate_audio,
             transformer_passes=self.transformer_passes - passes_before,
             timings=timings,
+            adapters=[dict(adapter) for adapter in self.adapters.active],
+            enhanced_prompt=self.enhanced.prompt if self.enhanced is not None else None,
+            enhance_note=self.enhanced.note if self.enhanced is not None else None,
         )
 
     def release_memory(self) -> None:

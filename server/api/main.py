@@ -17,7 +17,18 @@ from server.api.deps import Services
 from server.api.errors import install_handlers
 from server.api.events import EventHub
 from server.api.metrics import Metrics
-from server.api.routes import events, generate, generations, models, openai_videos, ops, playground, queue, results
+from server.api.routes import (
+    events,
+    generate,
+    generations,
+    loras,
+    models,
+    openai_videos,
+    ops,
+    playground,
+    queue,
+    results,
+)
 from server.api.schemas import request_schema
 from server.api.services.janitor import Janitor
 from server.core.auth import KeyRing
@@ -28,6 +39,7 @@ from server.results import open_results
 
 ROUTERS = (queue.router, generate.router, generations.router, events.router, models.router, results.router,
            ops.router, openai_videos.router, playground.router)
+ROUTERS += (loras.router,)  # extension: the LoRA directory
 
 
 def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRing | None = None,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from pipeline.params import FieldError, GenerationParams, RequestError, describe_errors
-from server.queue import Job
+from pipeline.params import MAX_KEYFRAMES, FieldError, GenerationParams, Keyframe, RequestError, describe_errors
+from server.queue import KEYFRAME_IMAGES, Job
 
 MODEL_ID = "ltx-2-3-quality-image-to-video"
 
@@ -25,6 +25,27 @@ DEFAULT_NEGATIVE_PROMPT = (
     "malformed limbs, fused fingers, motionless frame, cluttered background, three legs, "
     "crowded background, walking backwards"
 )
+
+
+def _check_image_uri(value: str) -> str:
+    lowered = value[:16].lower()
+    if not lowered.startswith(("http://", "https://", "data:", "file:")):
+        raise ValueError("must be an http(s) URL or a data: URI")
+    return value
+
+
+class KeyframeInput(Keyframe):
+    """Extension: one keyframe of a request, its image given like `input_image`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: Annotated[str, Field(description="URL of the keyframe's image (http, https or a data: URI).",
+                                json_schema_extra={"format": "uri"})]
+
+    @field_validator("image")
+    @classmethod
+    def _image_is_uri(cls, value: str) -> str:
+        return _check_image_uri(value)
 
 
 class VideoRequest(GenerationParams):
@@ -42,14 +63,68 @@ class VideoRequest(GenerationParams):
     negative_prompt: Annotated[
         str, Field(description="What to steer away from.", json_schema_extra={"x-order": 8})
     ] = DEFAULT_NEGATIVE_PROMPT
+    # Extensions (absent: Oxen's behaviour). `keyframes` as the model's, each with its image URL.
+    keyframes: Annotated[
+        list[KeyframeInput],
+        Field(max_length=MAX_KEYFRAMES, description=f"Extension: up to {MAX_KEYFRAMES} images pinned to later "
+              "frames, each {image, frame_index, strength}; frame 0 is input_image.",
+              json_schema_extra={"x-order": 20}),
+    ] = []
+    end_image: Annotated[
+        str | None,
+        Field(description="Extension: URL of the last frame's image (shorthand for a keyframe at num_frames - 1).",
+              json_schema_extra={"format": "uri", "x-order": 21}),
+    ] = None
+    end_image_strength: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Extension: strength of end_image (1.0 pins it).",
+                     json_schema_extra={"x-order": 22})
+    ] = 1.0
 
     @field_validator("input_image")
     @classmethod
     def _image_is_uri(cls, value: str) -> str:
-        lowered = value[:16].lower()
-        if not lowered.startswith(("http://", "https://", "data:", "file:")):
-            raise ValueError("must be an http(s) URL or a data: URI")
+        return _check_image_uri(value)
+
+    @field_validator("end_image")
+    @classmethod
+    def _end_image_fits(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        _check_image_uri(value)
+        keyframes, frames = info.data.get("keyframes") or [], info.data.get("num_frames")
+        if len(keyframes) + 1 > MAX_KEYFRAMES:
+            raise ValueError(f"keyframes and end_image together must be at most {MAX_KEYFRAMES} images")
+        if frames is not None and any(keyframe.frame_index == frames - 1 for keyframe in keyframes):
+            raise ValueError(f"a keyframe already conditions the last frame ({frames - 1})")
         return value
+
+
+# Extension fields and their defaults: a job that leaves them so stores and echoes exactly Oxen's fields.
+EXTENSION_DEFAULTS: dict[str, Any] = {"keyframes": [], "end_image": None, "end_image_strength": 1.0, "loras": [],
+                                      "enhance_prompt": False}
+
+
+def conditioning_request(request: VideoRequest) -> VideoRequest:
+    """The request the engine runs: `end_image` folded into `keyframes` as the last delivered frame."""
+    if request.end_image is None:
+        return request
+    end = KeyframeInput(image=request.end_image, frame_index=request.num_frames - 1,
+                        strength=request.end_image_strength)
+    return request.model_copy(update={"keyframes": [*request.keyframes, end], "end_image": None})
+
+
+def stored_params(request: VideoRequest) -> dict[str, Any]:
+    """A request as the job record keeps it: extension fields only when used, data: URIs shortened."""
+    params = request.model_dump()
+    for name, default in EXTENSION_DEFAULTS.items():
+        if params.get(name) == default and not (name == "end_image_strength" and params.get("end_image")):
+            params.pop(name)
+    params["input_image"] = echo_input_image(params["input_image"])
+    for keyframe in params.get("keyframes", []):
+        keyframe["image"] = echo_input_image(keyframe["image"])
+    if params.get("end_image"):
+        params["end_image"] = echo_input_image(params["end_image"])
+    return params
 
 
 def parse_request(data: dict[str, Any]) -> VideoRequest:
@@ -131,6 +206,7 @@ def echo_input_image(value: str) -> str:
 def generation_row(job: Job, result_url: str | None) -> dict[str, Any]:
     """A job as `GET /api/ai/queue/{id}` returns it: contract fields, echoed parameters, extensions."""
     params = dict(job.params)
+    params.pop(KEYFRAME_IMAGES, None)  # where the keyframe images are stored: not part of the request
     params["input_image"] = echo_input_image(params.get("input_image", ""))
     row: dict[str, Any] = {
         "generation_id": job.id,
@@ -155,6 +231,9 @@ def generation_row(job: Job, result_url: str | None) -> dict[str, Any]:
         row["result_deleted_at"] = int(job.result_deleted_at)
     if job.info:
         row["output"] = job.info
+        for name in ("enhanced_prompt", "enhance_prompt_note"):  # extension: the prompt actually used
+            if job.info.get(name):
+                row[name] = job.info[name]
     return row
 
 

@@ -96,6 +96,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("gpus_per_job", "--gpus-per-job", "LTX_GPUS_PER_JOB", 1,
            "Split each job over this many GPUs (context parallelism): one worker per group of N GPUs. On a "
            "machine without a GPU, N > 1 runs N CPU ranks over gloo: a testing mode, not faster.", int),
+    Option("lora_dir", "--lora-dir", "LTX_LORA_DIR", "",
+           "Directory of LoRA adapters (.safetensors) that requests may name in `loras`; GET /api/ai/loras "
+           "lists it. Empty: no LoRAs."),
 )
 
 
@@ -129,6 +132,7 @@ class ServerConfig:
     results: str = "local"
     s3_endpoint_url: str = ""
     api_only: bool = False
+    lora_dir: str = ""
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.
@@ -139,6 +143,11 @@ class ServerConfig:
     def paths(self) -> DataPaths:
         """The data directory's layout."""
         return DataPaths(self.data_dir)
+
+    @property
+    def lora_path(self) -> Path | None:
+        """The LoRA directory, or None when LoRAs are off."""
+        return Path(self.lora_dir).expanduser().resolve() if self.lora_dir else None
 
     @property
     def store_url(self) -> str:

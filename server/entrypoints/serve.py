@@ -75,6 +75,8 @@ def worker_command(config: ServerConfig) -> list[str]:
         command += ["--s3-endpoint-url", config.s3_endpoint_url]
     if config.gpus_per_job > 1:
         command += ["--gpus-per-job", str(config.gpus_per_job)]
+    if config.lora_dir:
+        command += ["--lora-dir", str(config.lora_path)]
     return command
 
 

@@ -29,7 +29,7 @@ from server.worker.worker import Worker, new_worker_id
 log = logging.getLogger("ltx_server.worker")
 
 WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level",
-                  "log_format", "results", "s3_endpoint_url", "gpus_per_job")
+                  "log_format", "results", "s3_endpoint_url", "gpus_per_job", "lora_dir")
 COLLECTIVE_TIMEOUT_ENV = "LTX_COLLECTIVE_TIMEOUT"  # seconds a collective may wait (default RankGroup's 300)
 
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return run_group_rank(args, config, results)
     factory = engine_factory(config.engine)
     spec = EngineSpec(weights=config.weights, data_dir=config.data_dir, device=args.device, plan=config.plan,
-                      compile_blocks=config.compile)
+                      compile_blocks=config.compile, lora_dir=config.lora_path)
     store = JobStore(config.store_url)
     worker = Worker(store, lambda: factory(spec), Path(config.data_dir), config.lease_seconds, args.worker_id,
                     device_hint=args.device, results=results)

@@ -10,6 +10,7 @@ from server.queue.tables import (
     EVENT_PROGRESS,
     EVENT_STARTED,
     FAILED,
+    KEYFRAME_IMAGES,
     MAX_ATTEMPTS,
     PROCESSING,
     QUEUED,
@@ -20,6 +21,7 @@ from server.queue.tables import (
 
 __all__ = [
     "ACTIVE", "CANCELLED", "EVENT_CANCELLED", "EVENT_COMPLETED", "EVENT_PROGRESS", "EVENT_STARTED", "FAILED",
+    "KEYFRAME_IMAGES",
     "MAX_ATTEMPTS", "PROCESSING", "QUEUED", "STATUSES", "SUCCEEDED", "TERMINAL", "Job", "JobEvent", "JobStore",
     "NewJob",
 ]

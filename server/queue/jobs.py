@@ -25,6 +25,7 @@ from server.queue.tables import (
     EVENT_PROGRESS,
     EVENT_STARTED,
     FAILED,
+    KEYFRAME_IMAGES,
     MAX_ATTEMPTS,
     PROCESSING,
     QUEUED,
@@ -48,16 +49,18 @@ class JobQueue:
 
     # ---- clients ----------------------------------------------------------------------------
 
-    def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None) -> list[Job]:
-        """Store the start image and the jobs in one transaction; returns them as queued."""
+    def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None,
+                keyframe_images: dict[str, bytes] | None = None) -> list[Job]:
+        """Store the start image (and any keyframe images, by sha256) and the jobs in one transaction."""
         now = time.time() if now is None else now
         new_jobs = list(new_jobs)
+        images = {**(keyframe_images or {}), **{job.input_sha256: image for job in new_jobs}}
         with self.engine.begin() as conn:
-            for sha in {job.input_sha256 for job in new_jobs}:
+            for sha, data in images.items():
                 # Touch an existing image so `prune_inputs` (which spares recent rows) keeps it.
                 touched = conn.execute(update(inputs).where(inputs.c.sha256 == sha).values(created_at=now)).rowcount
                 if not touched:
-                    conn.execute(insert(inputs).values(sha256=sha, data=image, created_at=now))
+                    conn.execute(insert(inputs).values(sha256=sha, data=data, created_at=now))
             for job in new_jobs:
                 conn.execute(
                     insert(jobs).values(
@@ -357,11 +360,15 @@ class JobQueue:
         return bytes(row.data)
 
     def prune_inputs(self, older_than: float) -> int:
-        """Delete stored start images that no active job needs and were not used since `older_than`."""
+        """Delete stored images that no active job needs and were not used since `older_than`."""
         with self.engine.begin() as conn:
             needed = select(jobs.c.input_sha256).where(jobs.c.status.in_(ACTIVE))
+            # Keyframe images are named in the params (JSON): gathered here, portable across backends.
+            keyframes = {sha for (params,) in conn.execute(select(jobs.c.params).where(jobs.c.status.in_(ACTIVE)))
+                         for sha in (params or {}).get(KEYFRAME_IMAGES, [])}
             return conn.execute(
-                delete(inputs).where(inputs.c.sha256.not_in(needed), inputs.c.created_at < older_than)
+                delete(inputs).where(inputs.c.sha256.not_in(needed), inputs.c.sha256.not_in(keyframes),
+                                     inputs.c.created_at < older_than)
             ).rowcount
 
 

@@ -36,6 +36,7 @@ EVENT_PROGRESS = "media_generation_progress"
 EVENT_CANCELLED = "media_generation_cancelled"
 ACTIVE = (QUEUED, PROCESSING)
 MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
+KEYFRAME_IMAGES = "keyframe_images"  # params key: sha256s (in job_inputs) of a job's keyframe images, in order
 
 metadata = MetaData()
 

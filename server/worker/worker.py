@@ -33,10 +33,10 @@ from typing import Any
 
 from pipeline.engine import Engine, Progress, gpu_memory
 from pipeline.errors import Cancelled, OutOfMemory, Refused
-from server.api.schemas import VideoRequest
+from server.api.schemas import VideoRequest, conditioning_request
 from server.core.job_logs import job_context
 from server.core.size_buckets import size_bucket
-from server.queue import Job, JobStore
+from server.queue import KEYFRAME_IMAGES, Job, JobStore
 from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS
 from server.results import LocalResults, ResultStore
 
@@ -189,12 +189,19 @@ class Worker:
         log.info("job %s: started (attempt %d)", job.id, job.attempts)
         started = time.perf_counter()
         try:
-            params = VideoRequest.model_validate(job.params)
+            params, keyframe_images = self._request(job)
             image = self.store.input_image(job.input_sha256)
+            options = {"keyframe_images": keyframe_images} if keyframe_images else {}
             result = self.engine.generate(params, image, output, progress=self._on_progress(state),
-                                          cancel=self._cancel_check(state))
+                                          cancel=self._cancel_check(state), **options)
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
+            if getattr(result, "adapters", None):  # extension: the LoRAs it used, with their files' sha256
+                info["loras"] = result.adapters
+            if getattr(result, "enhanced_prompt", None):  # extension: the prompt generated from
+                info["enhanced_prompt"] = result.enhanced_prompt
+            if getattr(result, "enhance_note", None):
+                info["enhance_prompt_note"] = result.enhance_note
             if not self.store.is_still_mine(job.id, self.worker_id):  # cancelled while decoding: no upload
                 Path(result.path).unlink(missing_ok=True)
                 raise Cancelled("the job was cancelled or taken over while finishing")
@@ -223,6 +230,13 @@ class Worker:
             self._current = None
             done.set()
             reporter.join(timeout=5)
+
+    def _request(self, job: Job) -> tuple[VideoRequest, list[bytes]]:
+        """The job's request as the engine runs it (end_image folded in) and its keyframe images, in order."""
+        params = dict(job.params)
+        shas = params.pop(KEYFRAME_IMAGES, [])
+        request = conditioning_request(VideoRequest.model_validate(params))
+        return request, [self.store.input_image(sha) for sha in shas]
 
     @staticmethod
     def _on_progress(state: _JobState) -> Callable[[Progress], None]:

@@ -64,9 +64,11 @@ def test_models_publish_the_validating_schema_and_the_tiny_notice(live):
     assert model["request_schema"] == model["json_request_schema"]
     schema = model["request_schema"]
     assert set(schema["required"]) == {"prompt", "input_image"}
+    # Oxen's fields in the contract's order, then this server's extensions (issue 17).
     assert list(schema["properties"]) == ["prompt", "input_image", "num_frames", "resolution",
                                           "frames_per_second", "image_strength", "generate_audio",
-                                          "video_quality", "negative_prompt", "seed"]
+                                          "video_quality", "negative_prompt", "seed",
+                                          "keyframes", "end_image", "end_image_strength", "loras", "enhance_prompt"]
     assert schema["properties"]["input_image"]["format"] == "uri"
     assert schema["properties"]["num_frames"]["maximum"] == 481
     assert model["smoke_test"] is True and "tiny" in model["description"] and "NOTICE" in model["notice"]

@@ -161,10 +161,12 @@ def compare_transformer_pass(sides: Sides, strength: float = 0.7, sigma: float =
     return {"video velocity": (ours_v, ref_v), "audio velocity": (ours_a, ref_a)}
 
 
-def start_image_png(width: int = 300, height: int = 200, seed: int = 5) -> bytes:
-    """A smooth test picture (gradients and a disc), PNG-encoded."""
+def start_image_png(width: int = 300, height: int = 200, seed: int = 5, flip: bool = False) -> bytes:
+    """A smooth test picture (gradients and a disc), PNG-encoded; `flip` mirrors the gradients (a keyframe)."""
     y, x = np.mgrid[0:height, 0:width]
     rng = np.random.default_rng(seed)
+    if flip:
+        x, y = width - 1 - x, height - 1 - y
     picture = np.stack([x * 255 / width, y * 255 / height, 128 + 100 * np.sin(x / 17.0 + y / 23.0)], axis=-1)
     picture[(x - width * 0.6) ** 2 + (y - height * 0.4) ** 2 < (height / 4) ** 2] = rng.integers(0, 255, 3)
     buffer = io.BytesIO()
@@ -344,7 +346,11 @@ class JobResult:
 JOB = dict(width=256, height=192, num_frames=17, fps=24.0, seed=42)
 
 
-def reference_job(sides: Sides, image_path: Path, strength: float, text: _Text) -> JobResult:
+KeyframeSpec = tuple[Path, int, float]  # (image file, frame index, strength)
+
+
+def reference_job(sides: Sides, image_path: Path, strength: float, text: _Text,
+                  keyframes: tuple[KeyframeSpec, ...] = ()) -> JobResult:
     """ltx-pipelines' DistilledPipeline.__call__, step for step, in float32 (its own code is fixed at bf16).
 
     Only the prompt encoding is replaced by the given contexts (no Gemma here).
@@ -363,6 +369,7 @@ def reference_job(sides: Sides, image_path: Path, strength: float, text: _Text) 
     dtype, device = torch.float32, torch.device("cpu")
     w, h, frames, fps, seed = JOB["width"], JOB["height"], JOB["num_frames"], JOB["fps"], JOB["seed"]
     images = [ImageConditioningInput(str(image_path), 0, strength)]
+    images += [ImageConditioningInput(str(path), index, weight) for path, index, weight in keyframes]
     generator = torch.Generator(device=device).manual_seed(seed)
     noiser, stepper = GaussianNoiser(generator=generator), EulerDiffusionStep()
     components = pipeline_components()
@@ -391,17 +398,21 @@ def reference_job(sides: Sides, image_path: Path, strength: float, text: _Text) 
     return JobResult(video1.latent, audio1.latent, video2.latent, audio2.latent, decoded, audio.waveform)
 
 
-def our_job(sides: Sides, image_path: Path, strength: float) -> JobResult:
+def our_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[KeyframeSpec, ...] = (),
+            loras: tuple[tuple[str, float], ...] = ()) -> JobResult:
     """Our VideoGenerator on the same request (explicit size, seed), decoded as it writes the MP4."""
     from pipeline.geometry import OUTPUT_SAMPLE_RATE
 
     prompt_text(sides)
     request = GenerationParams(prompt=PROMPT, num_frames=JOB["num_frames"],
                            resolution=f"{JOB['width']}x{JOB['height']}", frames_per_second=JOB["fps"],
-                           image_strength=strength, seed=JOB["seed"])
+                           image_strength=strength, seed=JOB["seed"],
+                           keyframes=[{"frame_index": index, "strength": weight} for _, index, weight in keyframes],
+                           loras=[{"name": name, "scale": scale} for name, scale in loras])
     gen = sides.ours
     with torch.inference_mode():
-        result = gen.denoise(request, image_path.read_bytes(), JOB["seed"])
+        result = gen.denoise(request, image_path.read_bytes(), JOB["seed"],
+                             keyframe_images=[path.read_bytes() for path, _, _ in keyframes])
         frames = np.concatenate(list(gen._video_frames(result.video, result.geometry, _Tracker(None, None))))
         samples = result.geometry.audio_samples(OUTPUT_SAMPLE_RATE)
         waveform = gen._decode_audio(result.audio, samples)
@@ -412,13 +423,17 @@ def our_job(sides: Sides, image_path: Path, strength: float) -> JobResult:
     )
 
 
-def compare_job(sides: Sides, image_path: Path, strength: float) -> dict[str, Pair]:
-    """The whole distilled two-stage job: stage-1 and final latents, decoded frames, waveform."""
+def compare_job(sides: Sides, image_path: Path, strength: float, keyframes: tuple[KeyframeSpec, ...] = (),
+                tag: str | None = None, loras: tuple[tuple[str, float], ...] = ()) -> dict[str, Pair]:
+    """The whole distilled two-stage job: stage-1 and final latents, decoded frames, waveform.
+
+    `keyframes` adds the reference's `images` triples beyond frame 0 (an end frame, a middle one).
+    """
     text = prompt_text(sides)
-    ref = reference_job(sides, image_path, strength, text)
-    ours = our_job(sides, image_path, strength)
+    ref = reference_job(sides, image_path, strength, text, keyframes)
+    ours = our_job(sides, image_path, strength, keyframes, loras)
     samples = min(ours.waveform.shape[-1], ref.waveform.shape[-1])
-    tag = f"job s={strength}"
+    tag = tag or f"job s={strength}"
     from ltx_core.model.video_vae import TilingConfig, decode_video
 
     with torch.inference_mode():  # the reference's decode of *our* final latent: isolates the decode
@@ -433,3 +448,29 @@ def compare_job(sides: Sides, image_path: Path, strength: float) -> dict[str, Pa
         f"{tag}: waveform": (ours.waveform[..., :samples], ref.waveform[..., :samples]),
     }
 
+
+
+def lora_sides(sides: Sides, directory: Path, loras: list[tuple[str, float]]) -> Sides:
+    """`sides` with ltx-core's LoRA-fused transformer as the reference and our adapters pointed at `directory`.
+
+    Ours still has its base weights; a job (or `sides.ours.adapters.use`) naming the LoRAs applies them.
+    """
+    import dataclasses
+
+    from ltx_reference import reference_lora_transformer
+
+    fused = reference_lora_transformer(sides.checkpoint, sides.upsampler,
+                                       [(directory / f"{name}.safetensors", scale) for name, scale in loras])
+    sides.ours.adapters.directory = directory
+    return dataclasses.replace(sides, ref={**sides.ref, "transformer": fused})
+
+
+def compare_lora_pass(sides: Sides, directory: Path, loras: list[tuple[str, float]]) -> dict[str, Pair]:
+    """One transformer pass with LoRAs: ltx-core's fused weights vs our adapter hooks on the base weights."""
+    with_lora = lora_sides(sides, directory, loras)
+    sides.ours.adapters.use(loras)
+    try:
+        pairs = compare_transformer_pass(with_lora, strength=0.7)
+    finally:
+        sides.ours.adapters.use([])
+    return {f"LoRA pass: {name}": pair for name, pair in pairs.items()}

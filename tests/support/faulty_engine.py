@@ -41,7 +41,7 @@ class FaultyEngine:
         # Everything else (a group's follow/close/needs_restart/rank, transformer_passes) is the real engine's.
         return getattr(self.inner, name)
 
-    def generate(self, params, image: bytes, output: Path, progress=None, cancel=None, image_crf=None):
+    def generate(self, params, image: bytes, output: Path, progress=None, cancel=None, image_crf=None, **options):
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
@@ -59,7 +59,7 @@ class FaultyEngine:
                 time.sleep(delay)
 
         try:
-            return self.inner.generate(params, image, output, on_progress, cancel, image_crf)
+            return self.inner.generate(params, image, output, on_progress, cancel, image_crf, **options)
         except _InjectedOOM:
             Path(output).unlink(missing_ok=True)
             raise OutOfMemory(f"Out of memory on {self.info.device} during stage1 (CUDA out of memory, injected by "

@@ -231,3 +231,70 @@ def reference_ledger(checkpoint: Path, upsampler: Path):
 
     return ModelLedger(dtype=torch.float32, device=torch.device("cpu"), checkpoint_path=str(checkpoint),
                        spatial_upsampler_path=str(upsampler))
+
+
+# ---- LoRA adapters ---------------------------------------------------------------------------------
+
+
+def build_reference_lora(path: Path, rank: int = 4, seed: int = 21, every: int = 1, scale: float = 0.5) -> Path:
+    """A tiny LoRA in Lightricks' official layout for the tiny checkpoint, saved as one safetensors file.
+
+    `diffusion_model.<module>.lora_A.weight` (rank x in) and `.lora_B.weight` (out x rank) for every
+    `every`-th linear layer of ltx-core's transformer (module names from ltx-core itself). B is not
+    zero (a trained LoRA's is not), so the adapter changes every pass.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        model = LTXModelConfigurator.from_config(CONFIG)
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    tensors = {}
+    for name, module in linears[::every]:
+        tensors[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(rank, module.in_features,
+                                                                       generator=generator) * scale
+        tensors[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(module.out_features, rank,
+                                                                       generator=generator) * scale / rank
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path)
+    return path
+
+
+def float32_lora_fusion():
+    """ltx-core's `apply_loras` fuses into bfloat16 and fp8 weights only (float32 raises "Unsupported dtype").
+
+    For a float32 comparison this context routes float32 weights through its own bfloat16 fusion
+    (`_fuse_delta_with_bfloat16`: `deltas.add_(weight)`, dtype-agnostic); the deltas themselves
+    (`_prepare_deltas`: sum of `(B * strength) @ A`) are ltx-core's, unchanged.
+    """
+    from contextlib import contextmanager
+
+    import ltx_core.loader.fuse_loras as fuse
+
+    @contextmanager
+    def patched():
+        original = fuse._fuse_deltas
+
+        def fuse_deltas(deltas, weight, key, sd, target_dtype, *rest):
+            if deltas is not None and weight.dtype == torch.float32:
+                return fuse._fuse_delta_with_bfloat16(deltas, weight, key, target_dtype)
+            return original(deltas, weight, key, sd, target_dtype, *rest)
+
+        fuse._fuse_deltas = fuse_deltas
+        try:
+            yield
+        finally:
+            fuse._fuse_deltas = original
+
+    return patched()
+
+
+def reference_lora_transformer(checkpoint: Path, upsampler: Path, loras: list[tuple[Path, float]]):
+    """ltx-pipelines' transformer with `loras` fused by ltx-core (`ModelLedger(loras=...)`), float32 on the CPU."""
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps
+    from ltx_pipelines.utils import ModelLedger
+
+    ledger = ModelLedger(dtype=torch.float32, device=torch.device("cpu"), checkpoint_path=str(checkpoint),
+                         spatial_upsampler_path=str(upsampler),
+                         loras=tuple(LoraPathStrengthAndSDOps(str(path), strength, LTXV_LORA_COMFY_RENAMING_MAP)
+                                     for path, strength in loras))
+    with float32_lora_fusion():
+        return ledger.transformer()

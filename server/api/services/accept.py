@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from pathlib import Path
 from typing import Any
 
 from pipeline.engine import Capacity, admit
-from pipeline.errors import Refused
+from pipeline.errors import LoraError, Refused
 from pipeline.params import SEED_RANGE, RequestError
 from server.api.errors import APIError, model_not_found
 from server.api.schemas import (
     MODEL_ID,
     VideoRequest,
+    conditioning_request,
     describe_request_error,
-    echo_input_image,
     parse_body,
+    stored_params,
     video_request,
 )
 from server.core.config import ServerConfig
 from server.core.image_fetch import ImageFetchError, fetch_image
-from server.queue import Job, JobStore, NewJob
+from server.queue import KEYFRAME_IMAGES, Job, JobStore, NewJob
 
 
 def check_model(data: Any) -> None:
@@ -32,13 +34,17 @@ def check_model(data: Any) -> None:
         raise APIError(404, "resource_not_found", body=model_not_found(data["model"]))
 
 
-def refuse_if_too_large(request: VideoRequest, size: tuple[int, int], capacity: Capacity | None) -> None:
-    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable.
+def refuse_if_too_large(request: VideoRequest, size: tuple[int, int], capacity: Capacity | None,
+                        lora_dir: Path | None = None) -> None:
+    """400 before queueing when the job's estimated GPU memory exceeds what the plan leaves usable,
+    or it names a LoRA the LoRA directory does not hold.
 
     `size` is the start image's upright (width, height): `auto` sizes follow the upright image.
     """
     try:
-        admit(request, size, capacity)
+        admit(request, size, capacity, lora_dir)
+    except LoraError as exc:
+        raise APIError(400, "invalid_params", f"loras: {exc}") from None
     except Refused as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
 
@@ -57,16 +63,40 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
                                   timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
     except ImageFetchError as exc:
         raise APIError(400, "invalid_params", str(exc)) from None
-    if config.gpu_capacity is not None:
-        refuse_if_too_large(request, size, Capacity(*config.gpu_capacity))
+    keyframe_shas, keyframe_images = fetch_keyframes(config, request)
+    if config.gpu_capacity is not None or request.loras:  # keyframes add tokens and LoRAs memory: counted
+        capacity = Capacity(*config.gpu_capacity) if config.gpu_capacity is not None else None
+        refuse_if_too_large(conditioning_request(request), size, capacity, config.lora_path)
     digest = hashlib.sha256(image).hexdigest()
     copies = getattr(body, copies_field) if copies_field else 1
     new_jobs = []
     for _ in range(copies):
-        params = request.model_dump()
         # The bytes are stored once beside the jobs; the record keeps a data: URI's header only.
-        params["input_image"] = echo_input_image(params["input_image"])
+        params = stored_params(request)
+        if keyframe_shas:
+            params[KEYFRAME_IMAGES] = keyframe_shas
         if params["seed"] is None:  # chosen now, so a retried job reproduces the same video
             params["seed"] = secrets.randbelow(SEED_RANGE)
         new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
-    return body, store.enqueue(new_jobs, image)
+    return body, store.enqueue(new_jobs, image, keyframe_images=keyframe_images)
+
+
+def fetch_keyframes(config: ServerConfig, request: VideoRequest) -> tuple[list[str], dict[str, bytes]]:
+    """Each keyframe image (end_image last), fetched like input_image: (sha256s in the engine's order, bytes by sha).
+
+    Refused with a 400 naming the field (`keyframes[1].image`, `end_image`) on any fetch failure.
+    """
+    shas: list[str] = []
+    images: dict[str, bytes] = {}
+    keyframes = conditioning_request(request).keyframes
+    for index, keyframe in enumerate(keyframes):
+        field = "end_image" if request.end_image is not None and index == len(keyframes) - 1 else \
+            f"keyframes[{index}].image"
+        try:
+            data, _ = fetch_image(keyframe.image, allow_private=config.allow_private_urls,
+                                  timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
+        except ImageFetchError as exc:
+            raise APIError(400, "invalid_params", str(exc).replace("input_image", field)) from None
+        shas.append(hashlib.sha256(data).hexdigest())
+        images[shas[-1]] = data
+    return shas, images
