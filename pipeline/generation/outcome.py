@@ -31,6 +31,7 @@ class Result:
     has_audio: bool
     transformer_passes: int
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # facts about the run a record should carry (a cut prompt)
 
 
 ProgressCallback = Callable[[Progress], None]

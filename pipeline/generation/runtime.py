@@ -17,7 +17,7 @@ import gc
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,7 @@ class _Tracker:
     on_progress: ProgressCallback | None
     should_cancel: CancelCheck | None
     stage: str = "prepare"  # the phase the job is in (named in an out-of-memory message)
+    notes: list[str] = field(default_factory=list)  # facts the job's record should carry (a truncated prompt)
 
     # Share of the whole job per phase; the denoising passes dominate on a GPU.
     WEIGHTS = {"prepare": 0.05, "stage1": 0.5, "upsample": 0.02, "stage2": 0.23, "decode": 0.2}
@@ -96,6 +97,7 @@ class _Text:
     video: torch.Tensor
     audio: torch.Tensor
     mask: torch.Tensor
+    tokens: int = 0  # the prompt's length in tokens before truncation to max_sequence_length
 
 
 class VideoGenerator:
@@ -179,7 +181,10 @@ class VideoGenerator:
         hidden = c.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         stacked = torch.stack(hidden, dim=-1).flatten(2, 3).to(self.dtype)
         video, audio, text_mask = c.connectors(stacked, mask, padding_side="left")
-        text = _Text(video, audio, text_mask)
+        # The encoder reads at most max_sequence_length tokens; count the whole prompt so a job
+        # whose prompt was cut can say so (the API caps characters, not tokens).
+        counted = len(c.tokenizer(prompt, add_special_tokens=True, truncation=False).input_ids)
+        text = _Text(video, audio, text_mask, counted)
         if self._prompt_cache_size > 0:
             self._prompt_cache[prompt] = text
             while len(self._prompt_cache) > self._prompt_cache_size:
@@ -392,6 +397,9 @@ class VideoGenerator:
             self.execution.check(geometry)
             self.execution.prepare_decode(self.components.vae, geometry.width, geometry.height)
         text = self.encode_prompt(request.prompt)
+        if text.tokens > self.max_sequence_length:
+            tracker.notes.append(f"The prompt is {text.tokens} tokens long; the text encoder read only its first "
+                                 f"{self.max_sequence_length}.")
         frame = prepare_start_frame(start, image_crf)
         image1 = self.encode_image(frame, *geometry.stage1_size)
         image2 = self.encode_image(frame, geometry.width, geometry.height)
@@ -467,6 +475,7 @@ class VideoGenerator:
             has_audio=request.generate_audio,
             transformer_passes=self.transformer_passes - passes_before,
             timings=timings,
+            notes=tracker.notes,
         )
 
     def release_memory(self) -> None:

@@ -17,6 +17,7 @@ from server.api.deps import Services
 from server.api.errors import install_handlers
 from server.api.events import EventHub
 from server.api.metrics import Metrics
+from server.api.openapi import install_openapi
 from server.api.routes import events, generate, generations, models, openai_videos, ops, queue, results
 from server.api.schemas import request_schema
 from server.api.services.janitor import Janitor
@@ -58,4 +59,5 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
     install_handlers(app, on_rejected=lambda kind: svc.metrics.rejected.labels(kind).inc())
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)
     return app

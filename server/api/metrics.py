@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from server.core.liveness import local_worker_gone
 from server.queue import JobStore
 
 READY_MAX_AGE = 10.0  # a worker row older than this is not counted as ready (workers refresh every 2 s)
 
 
 def ready_workers(store: JobStore) -> list[dict]:
-    """Live worker rows whose model is loaded."""
-    return [w for w in store.live_workers(READY_MAX_AGE) if w["ready"]]
+    """Live worker rows whose model is loaded (a fresh row of a process known dead does not count)."""
+    return [w for w in store.live_workers(READY_MAX_AGE) if w["ready"] and not local_worker_gone(w["id"], w["pid"])]
 
 
 class Metrics:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.params import FieldError, GenerationParams, RequestError, describe_errors
+from pipeline.params import MAX_PROMPT_CHARS, FieldError, GenerationParams, RequestError, describe_errors
 from server.queue import Job
 
 MODEL_ID = "ltx-2-3-quality-image-to-video"
@@ -40,7 +40,8 @@ class VideoRequest(GenerationParams):
         ),
     ]
     negative_prompt: Annotated[
-        str, Field(description="What to steer away from.", json_schema_extra={"x-order": 8})
+        str, Field(description="What to steer away from.", max_length=MAX_PROMPT_CHARS,
+                   json_schema_extra={"x-order": 8})
     ] = DEFAULT_NEGATIVE_PROMPT
 
     @field_validator("input_image")

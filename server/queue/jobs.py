@@ -326,6 +326,15 @@ class JobQueue:
                     touched.append(row.id)
         return touched
 
+    def running_ids(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of `job_ids` are processing now (their temporary files are in use)."""
+        wanted = list(job_ids)
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted), jobs.c.status == PROCESSING)).all()
+        return {row.id for row in rows}
+
     # ---- start images and retention -----------------------------------------------------------
 
     def input_image(self, sha256: str) -> bytes:

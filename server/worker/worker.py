@@ -30,6 +30,7 @@ from typing import Any
 from pipeline.engine import Engine, Progress
 from pipeline.errors import Cancelled, OutOfMemory, Refused
 from server.api.schemas import VideoRequest
+from server.core.debris import sweep_leftovers
 from server.core.paths import DataPaths
 from server.queue import Job, JobStore
 
@@ -119,6 +120,11 @@ class Worker:
         """Claim and run jobs until `stop_event` is set; deregister on the way out."""
         if self.engine is None:
             self.load()
+        try:  # files a killed predecessor was writing: nobody's now
+            for path in sweep_leftovers(self.paths.results, self.store.running_ids):
+                log.info("removed %s, left by an interrupted write", path.name)
+        except Exception:
+            log.exception("sweeping leftover files failed; the janitor retries")
         threading.Thread(target=self._keep_alive, name="liveness", daemon=True).start()
         try:
             while not self.stop_event.is_set():
@@ -154,6 +160,8 @@ class Worker:
                                           cancel=self._cancel_check(state))
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
+            if getattr(result, "notes", None):  # e.g. the prompt was longer than the text encoder reads
+                info["notes"] = list(result.notes)
             if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
                 log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
             else:  # cancelled or taken away while finishing: the file is not anyone's result

@@ -11,7 +11,8 @@ from server.api.errors import APIError
 router = APIRouter(tags=["results"])
 
 
-@router.api_route("/api/results/{generation_id}.mp4", methods=["GET", "HEAD"])
+@router.head("/api/results/{generation_id}.mp4", operation_id="result_file_head")
+@router.get("/api/results/{generation_id}.mp4", operation_id="result_file")
 def result_file(generation_id: str, expires: str = "", signature: str = "",
                 svc: Services = Depends(services)) -> FileResponse:  # noqa: B008
     """The MP4 behind a signed result URL (byte ranges supported)."""
