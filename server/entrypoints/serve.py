@@ -63,6 +63,7 @@ def worker_command(config: ServerConfig) -> list[str]:
         sys.executable, "-m", "server.entrypoints.cli", "worker",
         "--store", config.store_url, "--data-dir", str(config.data_dir), "--weights", config.weights,
         "--lease-seconds", str(config.lease_seconds), "--log-level", config.log_level, "--plan", config.plan,
+        "--job-timeout", str(config.job_timeout),
     ]
     if config.compile:
         command.append("--compile")
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     store = JobStore(config.store_url)
     janitor = Janitor.from_config(config, store)
     supervisor = Supervisor(worker_command(config), config.workers or max(1, len(gpu_ids)), gpu_ids,
-                            on_exit=janitor.worker_died)
+                            on_exit=janitor.worker_died, watchdog_seconds=config.watchdog_seconds)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,

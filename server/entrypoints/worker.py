@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.engine import Engine, EngineSpec
+from pipeline.errors import PipelineError
 from server.core.config import add_options, from_args
 from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
@@ -17,7 +18,8 @@ from server.worker.worker import Worker
 
 log = logging.getLogger("ltx_server.worker")
 
-WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level")
+WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level",
+                  "job_timeout")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(parser, WORKER_OPTIONS)
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:1 (default: cuda if visible, else cpu)")
     parser.add_argument("--worker-id", default=None, help="id recorded on claimed jobs (default: host-pid-random)")
+    parser.add_argument("--progress-file", default=None,
+                        help="file touched on every progress report (the supervisor's watchdog reads its mtime)")
     parser.set_defaults(handler=run)
 
 
@@ -56,9 +60,13 @@ def run(args: argparse.Namespace) -> int:
                       compile_blocks=config.compile)
     store = JobStore(config.store_url)
     worker = Worker(store, lambda: factory(spec), Path(config.data_dir), config.lease_seconds, args.worker_id,
-                    device_hint=args.device)
+                    device_hint=args.device, job_timeout=config.job_timeout,
+                    progress_file=Path(args.progress_file) if args.progress_file else None)
     worker.install_signal_handlers()
-    worker.load()
+    try:
+        worker.load()
+    except PipelineError as exc:  # out of memory at load, unusable weights: one line; the supervisor restarts it
+        raise CommandError(f"worker {worker.worker_id}: {exc}") from None
     log.info("worker %s ready", worker.worker_id)
     try:
         worker.run_forever()

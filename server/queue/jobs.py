@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from server.queue.limits import SubmitLimits, take
 from server.queue.records import Job, NewJob
 from server.queue.tables import (
     ACTIVE,
@@ -46,11 +47,18 @@ class JobQueue:
 
     # ---- clients ----------------------------------------------------------------------------
 
-    def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None) -> list[Job]:
-        """Store the start image and the jobs in one transaction; returns them as queued."""
+    def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None,
+                limits: SubmitLimits | None = None) -> list[Job]:
+        """Store the start image and the jobs in one transaction; returns them as queued.
+
+        With `limits`, the owner's rate and active-job cap are checked first, in the same
+        transaction (`LimitExceeded`: nothing is stored and nothing spent).
+        """
         now = time.time() if now is None else now
         new_jobs = list(new_jobs)
         with self.engine.begin() as conn:
+            if limits is not None and new_jobs:
+                take(conn, new_jobs[0].owner, len(new_jobs), limits, now)
             for sha in {job.input_sha256 for job in new_jobs}:
                 # Touch an existing image so `prune_inputs` (which spares recent rows) keeps it.
                 touched = conn.execute(update(inputs).where(inputs.c.sha256 == sha).values(created_at=now)).rowcount

@@ -95,6 +95,18 @@ workers = Table(
     Column("last_seen", Float, nullable=False),
 )
 
+# ---- submission limits (issue 11) ----------------------------------------------------------------
+# One token bucket per owner (API key), shared by every API process through the store; the row
+# is also the lock that makes the per-key active-job cap exact (see server/queue/limits.py).
+# A new table: the migration for existing databases is written at merge (Alembic).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+# ---- end of submission limits ---------------------------------------------------------------------
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

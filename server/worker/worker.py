@@ -14,9 +14,11 @@ jobs: that is the janitor's (`server.api.services.janitor`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -55,6 +57,8 @@ class _JobState:
     progress: float = 0.0
     stage: str = "prepare"
     lost: bool = False  # cancelled, or no longer ours
+    timed_out: bool = False  # ran past --job-timeout
+    started: float = 0.0  # time.monotonic() when the job began here
 
 
 class Worker:
@@ -68,6 +72,8 @@ class Worker:
         lease_seconds: float = 60.0,
         worker_id: str | None = None,
         device_hint: str | None = None,
+        job_timeout: float = 0.0,
+        progress_file: Path | None = None,
     ):
         self.store = store
         # An object with `generate` is an engine already; anything else is a factory for `load` to call.
@@ -77,6 +83,9 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or new_worker_id()
         self.device_hint = device_hint
+        self.job_timeout = job_timeout  # seconds; 0 = no limit
+        # Touched on every progress report and idle poll: the supervisor's watchdog reads its mtime.
+        self.progress_file = progress_file
         self.stop_event = threading.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -128,6 +137,7 @@ class Worker:
         threading.Thread(target=self._keep_alive, name="liveness", daemon=True).start()
         try:
             while not self.stop_event.is_set():
+                self.show_progress()
                 try:
                     job = self.store.claim_next(self.worker_id, self.lease_seconds)
                 except Exception:  # the store is briefly unreachable: keep the model loaded and retry
@@ -141,11 +151,20 @@ class Worker:
         finally:
             self.store.remove_worker(self.worker_id)
 
+    def show_progress(self) -> None:
+        """Tell the supervisor's watchdog this process is not hung (a file's mtime; no store round trip)."""
+        if self.progress_file is None:
+            return
+        try:
+            self.progress_file.touch()
+        except OSError:
+            log.warning("cannot touch the watchdog file %s", self.progress_file)
+
     # ---- one job -------------------------------------------------------------------------
 
     def run_job(self, job: Job) -> None:
         """Generate one claimed job and record the outcome; never raises for a job's failure."""
-        state = _JobState(job)
+        state = _JobState(job, started=time.monotonic())
         done = threading.Event()
         reporter = threading.Thread(target=self._report, args=(state, done), daemon=True, name="reporter")
         reporter.start()
@@ -167,7 +186,14 @@ class Worker:
             else:  # cancelled or taken away while finishing: the file is not anyone's result
                 Path(result.path).unlink(missing_ok=True)
         except Cancelled:
-            if self.stop_event.is_set() and self.store.requeue(job.id, self.worker_id):
+            if state.timed_out:
+                message = (f"The job was stopped after running {time.monotonic() - state.started:.0f} s, past this "
+                           f"server's limit of {self.job_timeout:g} s per job (--job-timeout), during "
+                           f"{state.stage}; try a lower resolution or fewer frames.")
+                Path(output).unlink(missing_ok=True)
+                if self.store.fail(job.id, self.worker_id, message):
+                    log.warning("job %s: %s", job.id, message)
+            elif self.stop_event.is_set() and self.store.requeue(job.id, self.worker_id):
                 log.info("job %s: worker stopping, job returned to the queue", job.id)
             else:
                 log.info("job %s: cancelled", job.id)
@@ -179,15 +205,15 @@ class Worker:
             log.warning("job %s refused: %s", job.id, exc)
         except Exception as exc:  # a bad job must not stop the worker
             log.exception("job %s failed", job.id)
-            self.store.fail(job.id, self.worker_id, f"Generation failed: {type(exc).__name__}: {_first_line(exc)}")
+            self.store.fail(job.id, self.worker_id, describe_failure(exc, free_bytes(output.parent)))
         finally:
             done.set()
             reporter.join(timeout=5)
 
-    @staticmethod
-    def _on_progress(state: _JobState) -> Callable[[Progress], None]:
+    def _on_progress(self, state: _JobState) -> Callable[[Progress], None]:
         def on_progress(progress: Progress) -> None:
             state.progress, state.stage = progress.fraction, progress.stage
+            self.show_progress()
 
         return on_progress
 
@@ -195,9 +221,12 @@ class Worker:
         last_check = [0.0]
 
         def should_cancel() -> bool:
-            if self.stop_event.is_set() or state.lost:
+            if self.stop_event.is_set() or state.lost or state.timed_out:
                 return True
             now = time.monotonic()
+            if self.job_timeout > 0 and now - state.started > self.job_timeout:
+                state.timed_out = True
+                return True
             if now - last_check[0] >= CANCEL_CHECK_INTERVAL:
                 last_check[0] = now
                 if not self.store.is_still_mine(state.job.id, self.worker_id):
@@ -223,6 +252,32 @@ class Worker:
                     return
             except Exception:
                 log.exception("heartbeat failed; retrying")
+
+
+LOW_DISK_BYTES = 64 * 2**20  # an I/O failure with less than this free on the results disk is a full disk
+
+
+def describe_failure(exc: BaseException, free_bytes: int | None = None) -> str:
+    """The record's message for an unexpected failure; a full disk is said plainly.
+
+    Not every writer reports ENOSPC (numpy's `tofile` raises "N requested and M written", ffmpeg
+    exits with its own text), so an I/O error while the results disk is nearly full counts too.
+    """
+    text = str(exc)
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text or (
+        isinstance(exc, OSError) and free_bytes is not None and free_bytes < LOW_DISK_BYTES)
+    if full:
+        return ("The server ran out of disk space while writing the result (No space left on device); "
+                "no file was kept. Retry once space has been freed.")
+    return f"Generation failed: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the disk holding `path` (None if it cannot be read)."""
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def _fps(value: Fraction | float) -> float:

@@ -23,7 +23,19 @@ from server.api.schemas import (
 )
 from server.core.config import ServerConfig
 from server.core.image_fetch import ImageFetchError, fetch_image
-from server.queue import Job, JobStore, NewJob
+from server.queue import Job, JobStore, LimitExceeded, NewJob, SubmitLimits
+
+AUTO_RATE_PER_MINUTE = 30.0  # with API keys and --rate-limit auto
+AUTO_MAX_ACTIVE = 50  # with API keys and --max-active-jobs auto
+
+
+def submit_limits(config: ServerConfig) -> SubmitLimits | None:
+    """The per-key limits in force: `auto` (-1) means off without API keys, the defaults above with keys."""
+    keyed = bool(config.api_keys or config.api_keys_file)
+    per_minute = config.rate_limit if config.rate_limit >= 0 else (AUTO_RATE_PER_MINUTE if keyed else 0.0)
+    active = config.max_active_jobs if config.max_active_jobs >= 0 else (AUTO_MAX_ACTIVE if keyed else 0)
+    limits = SubmitLimits(rate=per_minute / 60.0, burst=max(1.0, config.rate_burst), max_active=active)
+    return limits if limits.enabled else None
 
 
 def check_model(data: Any) -> None:
@@ -69,4 +81,7 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
         if params["seed"] is None:  # chosen now, so a retried job reproduces the same video
             params["seed"] = secrets.randbelow(SEED_RANGE)
         new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
-    return body, store.enqueue(new_jobs, image)
+    try:
+        return body, store.enqueue(new_jobs, image, limits=submit_limits(config))
+    except LimitExceeded as exc:
+        raise APIError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
