@@ -142,6 +142,8 @@ def _sentence(error: dict[str, Any]) -> str:
         return f"must be true or false (got {shown})"
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters (got {len(given)})"
+    if kind == "string_unicode":
+        return "must be valid Unicode text (it holds an unpaired surrogate)"
     if kind.startswith("string_"):
         return f"must be a string (got {shown})"
     if kind == "literal_error":

@@ -91,6 +91,8 @@ async def read_json(request: Request, max_body: int) -> Any:
         return json.loads(bytes(body) or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, "invalid_params", f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:  # arrays or objects nested thousands deep: refused, not a crash
+        raise APIError(400, "invalid_params", "The request body is nested too deeply to be a request.") from None
 
 
 def body_doc(model: type) -> dict[str, Any]:
