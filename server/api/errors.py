@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -146,6 +146,7 @@ def install_handlers(app: FastAPI, on_rejected: Any = None) -> None:
         return JSONResponse(error_envelope("invalid_params", detail), status_code=400)
 
     @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
     @app.exception_handler(PoolTimeout)
     async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The store is down or locked (PostgreSQL restarting, SQLite busy past its timeout): a

@@ -29,6 +29,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from pipeline.engine import Engine, Progress
 from pipeline.errors import Cancelled, OutOfMemory, Refused
 from server.api.schemas import VideoRequest
@@ -44,6 +47,9 @@ PROGRESS_EVENT_INTERVAL = 1.0  # at most one progress event per job per second
 LIVENESS_INTERVAL = 2.0  # the API counts a worker as ready while its row is fresher than 5x this
 
 EngineFactory = Callable[[], Engine]
+STORE_RETRY_SECONDS = 300.0  # how long a worker waits for the store to come back before giving up a write
+# The store is down or locked (as opposed to a bad statement): wait, do not fail the job.
+STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def new_worker_id() -> str:
@@ -151,6 +157,19 @@ class Worker:
         finally:
             self.store.remove_worker(self.worker_id)
 
+    def _persist(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A store call that waits out an unavailable store (up to STORE_RETRY_SECONDS), so a job's
+        outcome is recorded once the store is back rather than lost with a crashed worker."""
+        deadline = time.monotonic() + STORE_RETRY_SECONDS
+        while True:
+            try:
+                return call(*args)
+            except STORE_ERRORS:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("store unavailable; retrying %s in 1 s", getattr(call, "__name__", "the call"))
+                time.sleep(1.0)
+
     def show_progress(self) -> None:
         """Tell the supervisor's watchdog this process is not hung (a file's mtime; no store round trip)."""
         if self.progress_file is None:
@@ -174,14 +193,14 @@ class Worker:
         started = time.perf_counter()
         try:
             params = VideoRequest.model_validate(job.params)
-            image = self.store.input_image(job.input_sha256)
+            image = self._persist(self.store.input_image, job.input_sha256)
             result = self.engine.generate(params, image, output, progress=self._on_progress(state),
                                           cancel=self._cancel_check(state))
             info = {"seed": result.seed, "width": result.width, "height": result.height,
                     "num_frames": result.num_frames, "fps": _fps(result.fps), "has_audio": result.has_audio}
             if getattr(result, "notes", None):  # e.g. the prompt was longer than the text encoder reads
                 info["notes"] = list(result.notes)
-            if self.store.complete(job.id, self.worker_id, self.paths.relative(result.path), info):
+            if self._persist(self.store.complete, job.id, self.worker_id, self.paths.relative(result.path), info):
                 log.info("job %s: succeeded in %.1f s", job.id, time.perf_counter() - started)
             else:  # cancelled or taken away while finishing: the file is not anyone's result
                 Path(result.path).unlink(missing_ok=True)
@@ -191,21 +210,21 @@ class Worker:
                            f"server's limit of {self.job_timeout:g} s per job (--job-timeout), during "
                            f"{state.stage}; try a lower resolution or fewer frames.")
                 Path(output).unlink(missing_ok=True)
-                if self.store.fail(job.id, self.worker_id, message):
+                if self._persist(self.store.fail, job.id, self.worker_id, message):
                     log.warning("job %s: %s", job.id, message)
-            elif self.stop_event.is_set() and self.store.requeue(job.id, self.worker_id):
+            elif self.stop_event.is_set() and self._persist(self.store.requeue, job.id, self.worker_id):
                 log.info("job %s: worker stopping, job returned to the queue", job.id)
             else:
                 log.info("job %s: cancelled", job.id)
         except OutOfMemory as exc:  # the engine already freed the job's memory
-            self.store.fail(job.id, self.worker_id, str(exc))
+            self._persist(self.store.fail, job.id, self.worker_id, str(exc))
             log.error("job %s: %s (phase %s)", job.id, exc, exc.phase)
         except Refused as exc:  # refused before any work: say why, plainly
-            self.store.fail(job.id, self.worker_id, str(exc))
+            self._persist(self.store.fail, job.id, self.worker_id, str(exc))
             log.warning("job %s refused: %s", job.id, exc)
         except Exception as exc:  # a bad job must not stop the worker
             log.exception("job %s failed", job.id)
-            self.store.fail(job.id, self.worker_id, describe_failure(exc, free_bytes(output.parent)))
+            self._persist(self.store.fail, job.id, self.worker_id, describe_failure(exc, free_bytes(output.parent)))
         finally:
             done.set()
             reporter.join(timeout=5)
@@ -229,8 +248,11 @@ class Worker:
                 return True
             if now - last_check[0] >= CANCEL_CHECK_INTERVAL:
                 last_check[0] = now
-                if not self.store.is_still_mine(state.job.id, self.worker_id):
-                    state.lost = True
+                try:
+                    if not self.store.is_still_mine(state.job.id, self.worker_id):
+                        state.lost = True
+                except STORE_ERRORS:  # the store is briefly down: keep generating (the lease covers it)
+                    log.warning("job %s: cancel check could not reach the store", state.job.id)
             return state.lost
 
         return should_cancel
