@@ -58,11 +58,13 @@ class Services:
         return self.signed_result_url(self.base_url(request), job.id)
 
 
-def services(request: Request) -> Services:
+# Both dependencies below are `async def` although they never await: they do no I/O, and FastAPI
+# runs a plain `def` dependency in the thread pool -- two thread hops per request on the read path.
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def current_owner(request: Request, svc: Services = Depends(services)) -> str:  # noqa: B008 (FastAPI idiom)
+async def current_owner(request: Request, svc: Services = Depends(services)) -> str:  # noqa: B008 (FastAPI idiom)
     """The caller's owner id: from its API key, or `local` for loopback clients when no keys are set."""
     if svc.keys.enabled:
         owner = svc.keys.owner_for(request.headers.get("authorization"))
