@@ -41,7 +41,7 @@ def headers(owner: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[owner]}"}
 
 
-def subscriber_process(proc: int, base: str, owners: list[str], until: float, ready, out) -> None:
+def subscriber_process(proc: int, base: str, owners: list[str], until: float, ready, stop, out) -> None:
     """SSE clients (threads), one per entry of `owners`: every completion received, with its arrival time."""
     results: list[tuple[str, int, str, float]] = []
     lock = threading.Lock()
@@ -60,7 +60,7 @@ def subscriber_process(proc: int, base: str, owners: list[str], until: float, re
                         event = line[7:]
                     elif line.startswith("data: ") and event == "media_generation_completed":
                         seen.append(((proc, index, owner), json.loads(line[6:])["generation_id"], time.time()))
-                    if time.time() > until:
+                    if stop.is_set() or time.time() > until:
                         break
         except httpx.HTTPError:
             pass
@@ -160,15 +160,17 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
     # A long job keeps the worker busy while the polls run; seed ids give the pollers something to read.
     with httpx.Client(timeout=30) as client:
         busy = client.post(base + "/api/ai/queue", headers=headers(owners[0]), json=tiny_body(
-            prompt="busy [[test-step-delay=0.5]]", resolution="256x256", num_frames=33)).json()
+            prompt="busy [[test-step-delay=1]]", resolution="192x192", num_frames=17)).json()
         targets = [(owners[0], busy["generations"][0]["generation_id"])]
         for owner in owners:
             reply = client.post(base + "/api/ai/queue", headers=headers(owner), json=tiny_body(prompt=f"{owner} seed"))
             targets.append((owner, reply.json()["generations"][0]["generation_id"]))
-    until = time.time() + args.seconds + 60  # subscribers outlive the load to receive the last completions
+    until = time.time() + args.seconds + 600  # a bound only: subscribers stop once every job has ended
+    stop_listening = context.Event()
     per_process = [owners[i % len(owners)] for i in range(args.subscribers)]
     ready = [context.Event() for _ in range(3)]
-    subs = [context.Process(target=subscriber_process, args=(i, base, per_process[i::3], until, ready[i], out))
+    subs = [context.Process(target=subscriber_process,
+                            args=(i, base, per_process[i::3], until, ready[i], stop_listening, out))
             for i in range(3)]
     everyone = {(p, i, owner) for p in range(3) for i, owner in enumerate(per_process[p::3])}
     for process in subs:
@@ -184,9 +186,11 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
     for process in load:
         process.start()
     results: dict[str, list] = {"enqueue": [], "poll": [], "list": [], "sse": []}
-    for _ in load:
+    pending = len(load)
+    while pending:
         item = out.get(timeout=args.seconds + 120)
         results[item[0]].append(item[1:])
+        pending -= item[0] != "sse"
     accepted = {job_id: owner for owner, ids, _lat in results["enqueue"] for job_id in ids}
     accepted.update({job_id: owner for owner, job_id in targets})
     # Wait (bounded) for the accepted jobs to end, then give the subscribers a moment to receive them.
@@ -200,9 +204,11 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
             time.sleep(1)
     completed_at = dict(server.db("SELECT id, completed_at FROM jobs WHERE status IN ('succeeded', 'failed')"))
     owner_of = dict(server.db("SELECT id, owner FROM jobs"))
-    time.sleep(3)
-    for _ in subs:
-        results["sse"].append(out.get(timeout=until - time.time() + 60))
+    time.sleep(3)  # the last completions reach the subscribers (keep-alives every 2 s wake them to stop)
+    stop_listening.set()
+    while len(results["sse"]) < len(subs):
+        item = out.get(timeout=max(1.0, until - time.time()) + 60)
+        results[item[0]].append(item[1:])
     for process in [*subs, *load]:
         process.join(timeout=10)
     polls = [x for lat, _s in results["poll"] for x in lat]
