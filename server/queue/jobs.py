@@ -34,6 +34,8 @@ from server.queue.tables import (
     jobs,
 )
 
+MAX_OFFSET = 2**62
+
 
 def _job(row: Any) -> Job:
     return Job(**dict(row._mapping))
@@ -121,6 +123,8 @@ class JobQueue:
     ) -> tuple[list[Job], int]:
         """One page of the filtered jobs (FIFO, or newest first) and how many match in all."""
         statuses = None if statuses is None else list(statuses)
+        # Past any real row, and within the 64-bit integers SQL takes (a huge offset is an empty page).
+        offset = min(offset, MAX_OFFSET)
         order = jobs.c.seq.desc() if newest_first else jobs.c.seq
         query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(order)
         counted = self._filtered(select(func.count()).select_from(jobs), owner, statuses, model, media_type)

@@ -183,3 +183,11 @@ def test_sizes_the_schema_allows_are_accepted_by_the_validator():
 
     for size in ("128x128", "2048x2048", "1984x128"):
         VideoRequest(prompt="p", input_image="data:,", resolution=size)
+
+
+def test_huge_offsets_and_pages_are_empty_pages_not_errors(client):
+    """Found by the OpenAPI fuzz: an offset past SQL's 64-bit integers was a 500."""
+    for url in (f"/api/ai/queue?offset={10**30}", f"/api/ai/generations?page={10**20}&page_size=1000",
+                f"/api/ai/queue?offset={2**63}&limit=5"):
+        response = client.get(url, headers=auth())
+        assert response.status_code == 200 and response.json()["generations"] == [], url
