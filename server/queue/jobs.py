@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from server.queue.limits import SubmitLimits, take
+from server.queue.limits import SubmitLimits, peek, take
 from server.queue.records import Job, NewJob
 from server.queue.tables import (
     ACTIVE,
@@ -75,6 +75,13 @@ class JobQueue:
                     )
                 )
         return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
+
+    def check_limits(self, owner: str, cost: int, limits: SubmitLimits, now: float | None = None) -> None:
+        """Raise `LimitExceeded` if `enqueue` would refuse `cost` jobs of `owner` now (reads only)."""
+        with self.engine.connect() as conn:
+            refused = peek(conn, owner, cost, limits, time.time() if now is None else now)
+        if refused is not None:
+            raise refused
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """One job, or None (also None when `owner` is given and differs)."""

@@ -78,3 +78,29 @@ def take(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> 
         if active + cost > limits.max_active:
             raise LimitExceeded("active", f"This API key has {active} jobs queued or processing; the limit is "
                                           f"{limits.max_active}. Wait for some to finish (or cancel some).", 30)
+
+
+def peek(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> LimitExceeded | None:
+    """What `take` would refuse now, without changing anything (checked before the start image is
+    fetched, so a refused key does not make the server download anything); `take` still decides."""
+    if not limits.enabled:
+        return None
+    if limits.rate > 0 and cost > limits.burst:
+        return LimitExceeded("rate", f"This request asks for {cost} jobs at once; this key may submit at most "
+                                     f"{limits.burst:g} at a time.", 1)
+    if limits.rate > 0:
+        row = conn.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at)
+                           .where(rate_buckets.c.owner == owner)).first()
+        tokens = limits.burst if row is None else min(limits.burst,
+                                                      row.tokens + max(0.0, now - row.updated_at) * limits.rate)
+        if tokens < cost:
+            wait = max(1, math.ceil((cost - tokens) / limits.rate))
+            return LimitExceeded("rate", f"Too many submissions for this API key: at most {limits.rate * 60:g} jobs "
+                                         f"per minute (bursts of {limits.burst:g}). Retry in {wait} s.", wait)
+    if limits.max_active > 0:
+        active = conn.execute(select(func.count()).select_from(jobs)
+                              .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))).scalar_one()
+        if active + cost > limits.max_active:
+            return LimitExceeded("active", f"This API key has {active} jobs queued or processing; the limit is "
+                                           f"{limits.max_active}. Wait for some to finish (or cancel some).", 30)
+    return None

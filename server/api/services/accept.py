@@ -64,6 +64,13 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
     except RequestError as exc:
         raise APIError(400, "invalid_params", describe_request_error(exc)) from None
     request = video_request(body)
+    copies = getattr(body, copies_field) if copies_field else 1
+    limits = submit_limits(config)
+    if limits is not None:  # a refused key makes the server fetch nothing (enqueue decides again, atomically)
+        try:
+            store.check_limits(owner, copies, limits)
+        except LimitExceeded as exc:
+            raise APIError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     try:
         image, size = fetch_image(request.input_image, allow_private=config.allow_private_urls,
                                   timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
@@ -72,7 +79,6 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
     if config.gpu_capacity is not None:
         refuse_if_too_large(request, size, Capacity(*config.gpu_capacity))
     digest = hashlib.sha256(image).hexdigest()
-    copies = getattr(body, copies_field) if copies_field else 1
     new_jobs = []
     for _ in range(copies):
         params = request.model_dump()
@@ -82,6 +88,6 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
             params["seed"] = secrets.randbelow(SEED_RANGE)
         new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
     try:
-        return body, store.enqueue(new_jobs, image, limits=submit_limits(config))
+        return body, store.enqueue(new_jobs, image, limits=limits)
     except LimitExceeded as exc:
         raise APIError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)}) from None

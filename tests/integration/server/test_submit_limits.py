@@ -57,6 +57,9 @@ def test_rate_limit_is_429_with_retry_after_and_shared_by_two_api_processes(tmp_
         assert openai.status_code == 429 and openai.json()["error"]["code"] == "rate_limit_exceeded"
         assert "retry-after" in openai.headers
         assert first.post("/api/ai/queue", headers=auth(KEY_B), json=tiny_body()).status_code == 200
+        # Refused before the start image is fetched: an unresolvable host is not even looked up.
+        nowhere = first.post("/api/ai/queue", headers=auth(), json=tiny_body(input_image="http://no-such.invalid/a.png"))
+        assert nowhere.status_code == 429
         # Copies count: two copies need two tokens.
         assert second.post("/api/ai/queue", headers=auth(KEY_B), json=tiny_body(num_generations=2)).status_code == 429
 
