@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 import torch  # noqa: E402
-from lora_files import build_tiny_lora  # noqa: E402
 from table import print_table  # noqa: E402
 
+from lora_files import build_tiny_lora  # noqa: E402
 from pipeline.generation.adapters import load_lora  # noqa: E402
 from pipeline.generation.runtime import VideoGenerator  # noqa: E402
 from pipeline.params import GenerationParams  # noqa: E402

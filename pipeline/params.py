@@ -67,6 +67,10 @@ class Keyframe(BaseModel):
     strength: Annotated[
         float, Field(ge=0.0, le=1.0, description="1.0 pins the frame to the image; lower gives the model freedom.")
     ] = 1.0
+# The same rule as a JSON Schema pattern (published, so clients and fuzzers generate valid sizes).
+_SIDES = "|".join(str(side) for side in range(MIN_SIDE, MAX_SIDE + 1, SIZE_MULTIPLE))
+RESOLUTION_PATTERN = rf"^(?:{'|'.join(RESOLUTION_CHOICES)}|(?:{_SIDES})x(?:{_SIDES}))$"
+MAX_PROMPT_CHARS = 4000  # ~1000 Gemma tokens of English; the text encoder reads at most 1024 tokens
 
 
 class GenerationParams(BaseModel):
@@ -74,7 +78,8 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: Annotated[str, Field(description="Text that guides the video.", json_schema_extra={"x-order": 0})]
+    prompt: Annotated[str, Field(description="Text that guides the video.", max_length=MAX_PROMPT_CHARS,
+                                 json_schema_extra={"x-order": 0, "minLength": 1, "pattern": r"\S"})]
     num_frames: Annotated[
         int,
         Field(ge=MIN_FRAMES, le=MAX_FRAMES, description="Frames to generate.", json_schema_extra={"x-order": 2}),
@@ -83,7 +88,7 @@ class GenerationParams(BaseModel):
         str,
         Field(
             description="auto (keep the image's aspect ratio), a preset, or WIDTHxHEIGHT in multiples of 64.",
-            json_schema_extra={"x-order": 3, "examples": list(RESOLUTION_CHOICES)},
+            json_schema_extra={"x-order": 3, "examples": list(RESOLUTION_CHOICES), "pattern": RESOLUTION_PATTERN},
         ),
     ] = "auto"
     frames_per_second: Annotated[
@@ -108,7 +113,7 @@ class GenerationParams(BaseModel):
     ] = "high"
     negative_prompt: Annotated[
         str, Field(description="What to steer away from (no effect on the distilled model: guidance 1).",
-                   json_schema_extra={"x-order": 8})
+                   max_length=MAX_PROMPT_CHARS, json_schema_extra={"x-order": 8})
     ] = ""
     seed: Annotated[
         int | None,
@@ -199,6 +204,8 @@ class FieldError:
 def _sentence(error: dict[str, Any]) -> str:
     kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
     shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
+    if len(shown) > 80:  # a multi-megabyte value is named, not echoed
+        shown = f"{shown[:60]}... ({len(shown)} characters)"
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
@@ -211,6 +218,10 @@ def _sentence(error: dict[str, Any]) -> str:
         return f"must be a number (got {shown})"
     if kind.startswith("bool_"):
         return f"must be true or false (got {shown})"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters (got {len(given)})"
+    if kind == "string_unicode":
+        return "must be valid Unicode text (it holds an unpaired surrogate)"
     if kind.startswith("string_"):
         return f"must be a string (got {shown})"
     if kind == "too_long":

@@ -25,6 +25,10 @@ def decode_start_image(data: bytes) -> Image.Image:
                 raise StartImageError(
                     f"input_image is {probe.format or 'an unknown format'}; use PNG, JPEG or WebP"
                 )
+            frames = getattr(probe, "n_frames", 1)
+            if frames > 1:  # which frame starts the video would be a guess: ask for a still
+                raise StartImageError(f"input_image is an animated {probe.format} ({frames} frames); "
+                                      "use a still image")
             width, height = probe.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise StartImageError(

@@ -34,6 +34,7 @@ class Result:
     adapters: list[dict] = field(default_factory=list)  # LoRAs used: [{name, scale, sha256}]
     enhanced_prompt: str | None = None  # the prompt generated from, when enhancement was asked for
     enhance_note: str | None = None  # why the original prompt was kept, when enhancement failed
+    notes: list[str] = field(default_factory=list)  # facts about the run a record should carry (a cut prompt)
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ class _Tracker:
     on_progress: ProgressCallback | None
     should_cancel: CancelCheck | None
     stage: str = "prepare"  # the phase the job is in (named in an out-of-memory message)
+    notes: list[str] = field(default_factory=list)  # facts the job's record should carry (a truncated prompt)
 
     # Share of the whole job per phase; the denoising passes dominate on a GPU.
     WEIGHTS = {"prepare": 0.05, "stage1": 0.5, "upsample": 0.02, "stage2": 0.23, "decode": 0.2}
@@ -101,6 +102,7 @@ class _Text:
     video: torch.Tensor
     audio: torch.Tensor
     mask: torch.Tensor
+    tokens: int = 0  # the prompt's length in tokens before truncation to max_sequence_length
 
 
 class VideoGenerator:
@@ -190,7 +192,10 @@ class VideoGenerator:
         hidden = c.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         stacked = torch.stack(hidden, dim=-1).flatten(2, 3).to(self.dtype)
         video, audio, text_mask = c.connectors(stacked, mask, padding_side="left")
-        text = _Text(video, audio, text_mask)
+        # The encoder reads at most max_sequence_length tokens; count the whole prompt so a job
+        # whose prompt was cut can say so (the API caps characters, not tokens).
+        counted = len(c.tokenizer(prompt, add_special_tokens=True, truncation=False).input_ids)
+        text = _Text(video, audio, text_mask, counted)
         if self._prompt_cache_size > 0:
             self._prompt_cache[prompt] = text
             while len(self._prompt_cache) > self._prompt_cache_size:
@@ -449,6 +454,9 @@ class VideoGenerator:
             tracker.check()
             prompt = self.enhanced.prompt
         text = self.encode_prompt(prompt)
+        if text.tokens > self.max_sequence_length:
+            tracker.notes.append(f"The prompt is {text.tokens} tokens long; the text encoder read only its first "
+                                 f"{self.max_sequence_length}.")
         frame = prepare_start_frame(start, image_crf)
         image1 = self.encode_image(frame, *geometry.stage1_size)
         image2 = self.encode_image(frame, geometry.width, geometry.height)
@@ -570,6 +578,7 @@ class VideoGenerator:
             adapters=[dict(adapter) for adapter in self.adapters.active],
             enhanced_prompt=self.enhanced.prompt if self.enhanced is not None else None,
             enhance_note=self.enhanced.note if self.enhanced is not None else None,
+            notes=tracker.notes,
         )
 
     def release_memory(self) -> None:

@@ -60,11 +60,13 @@ class Services:
         return self.signed_result_url(self.base_url(request), job.id)
 
 
-def services(request: Request) -> Services:
+# Both dependencies below are `async def` although they never await: they do no I/O, and FastAPI
+# runs a plain `def` dependency in the thread pool -- two thread hops per request on the read path.
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def current_owner(request: Request, svc: Services = Depends(services)) -> str:  # noqa: B008 (FastAPI idiom)
+async def current_owner(request: Request, svc: Services = Depends(services)) -> str:  # noqa: B008 (FastAPI idiom)
     """The caller's owner id: from its API key, or `local` for loopback clients when no keys are set."""
     if svc.keys.enabled:
         owner = svc.keys.owner_for(request.headers.get("authorization"))
@@ -93,6 +95,8 @@ async def read_json(request: Request, max_body: int) -> Any:
         return json.loads(bytes(body) or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, "invalid_params", f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:  # arrays or objects nested thousands deep: refused, not a crash
+        raise APIError(400, "invalid_params", "The request body is nested too deeply to be a request.") from None
 
 
 def body_doc(model: type) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from server.api.deps import Services
 from server.api.errors import install_handlers
 from server.api.events import EventHub
 from server.api.metrics import Metrics
+from server.api.openapi import install_openapi
 from server.api.routes import (
     events,
     generate,
@@ -75,4 +76,5 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
     for router in ROUTERS:
         app.include_router(router)
     app.mount(playground.STATIC_PREFIX, playground.PlaygroundFiles(config.public_url), name="playground")
+    install_openapi(app)
     return app

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from server.core.liveness import local_worker_gone
 from server.queue import JobStore
 
 READY_MAX_AGE = 10.0  # a worker row older than this is not counted as ready (workers refresh every 2 s)
@@ -27,8 +28,8 @@ LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 
 def ready_workers(store: JobStore) -> list[dict]:
-    """Live worker rows whose model is loaded."""
-    return [w for w in store.live_workers(READY_MAX_AGE) if w["ready"]]
+    """Live worker rows whose model is loaded (a fresh row of a process known dead does not count)."""
+    return [w for w in store.live_workers(READY_MAX_AGE) if w["ready"] and not local_worker_gone(w["id"], w["pid"])]
 
 
 def worker_state(row: dict) -> str:

@@ -11,7 +11,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from pipeline.params import MAX_KEYFRAMES, FieldError, GenerationParams, Keyframe, RequestError, describe_errors
+from pipeline.params import (
+    MAX_KEYFRAMES,
+    MAX_PROMPT_CHARS,
+    FieldError,
+    GenerationParams,
+    Keyframe,
+    RequestError,
+    describe_errors,
+)
 from server.queue import KEYFRAME_IMAGES, Job
 
 MODEL_ID = "ltx-2-3-quality-image-to-video"
@@ -61,7 +69,8 @@ class VideoRequest(GenerationParams):
         ),
     ]
     negative_prompt: Annotated[
-        str, Field(description="What to steer away from.", json_schema_extra={"x-order": 8})
+        str, Field(description="What to steer away from.", max_length=MAX_PROMPT_CHARS,
+                   json_schema_extra={"x-order": 8})
     ] = DEFAULT_NEGATIVE_PROMPT
     # Extensions (absent: Oxen's behaviour). `keyframes` as the model's, each with its image URL.
     keyframes: Annotated[

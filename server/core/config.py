@@ -99,6 +99,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_dir", "--lora-dir", "LTX_LORA_DIR", "",
            "Directory of LoRA adapters (.safetensors) that requests may name in `loras`; GET /api/ai/loras "
            "lists it. Empty: no LoRAs."),
+    # Limits (issue 11). -1 = auto: off on a server without API keys, the stated default with keys.
+    Option("rate_limit", "--rate-limit", "LTX_RATE_LIMIT", -1.0,
+           "Jobs each API key may submit per minute (token bucket; 429 with Retry-After past it); "
+           "-1 = auto (off without API keys, 30 with keys), 0 = off.", float),
+    Option("rate_burst", "--rate-burst", "LTX_RATE_BURST", 10.0,
+           "Jobs an API key may submit at once before --rate-limit applies (the bucket's size).", float),
+    Option("max_active_jobs", "--max-active-jobs", "LTX_MAX_ACTIVE_JOBS", -1,
+           "Queued + processing jobs allowed per API key (429 past it); -1 = auto (off without API keys, "
+           "50 with keys), 0 = off.", int),
+    Option("job_timeout", "--job-timeout", "LTX_JOB_TIMEOUT", 0.0,
+           "Wall-clock seconds a job may run before it is stopped (within one step) and failed; 0 = no limit.",
+           float),
+    Option("watchdog_seconds", "--watchdog-seconds", "LTX_WATCHDOG_SECONDS", 600.0,
+           "A worker that reports no progress for this long (hung) is killed and restarted; its job is "
+           "retried once. 0 = off.", float),
 )
 
 
@@ -133,6 +148,11 @@ class ServerConfig:
     s3_endpoint_url: str = ""
     api_only: bool = False
     lora_dir: str = ""
+    rate_limit: float = -1.0
+    rate_burst: float = 10.0
+    max_active_jobs: int = -1
+    job_timeout: float = 0.0
+    watchdog_seconds: float = 600.0
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.

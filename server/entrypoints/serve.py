@@ -65,6 +65,7 @@ def worker_command(config: ServerConfig) -> list[str]:
         sys.executable, "-m", "server.entrypoints.cli", "worker",
         "--store", config.store_url, "--data-dir", str(config.data_dir), "--weights", config.weights,
         "--lease-seconds", str(config.lease_seconds), "--log-level", config.log_level, "--plan", config.plan,
+        "--job-timeout", str(config.job_timeout),
     ]
     if config.compile:
         command.append("--compile")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     janitor = Janitor.from_config(config, store, results)
     count = 0 if config.api_only else worker_count(config, gpu_ids)
     supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died,
-                            gpus_per_worker=config.gpus_per_job)
+                            gpus_per_worker=config.gpus_per_job, watchdog_seconds=config.watchdog_seconds)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,

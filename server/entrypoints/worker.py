@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.engine import Engine, EngineSpec, RankGroup
+from pipeline.errors import PipelineError
 from server.core.config import add_options, from_args
 from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
@@ -29,7 +30,7 @@ from server.worker.worker import Worker, new_worker_id
 log = logging.getLogger("ltx_server.worker")
 
 WORKER_OPTIONS = ("store", "data_dir", "weights", "lease_seconds", "plan", "compile", "engine", "log_level",
-                  "log_format", "results", "s3_endpoint_url", "gpus_per_job", "lora_dir")
+                  "log_format", "results", "s3_endpoint_url", "gpus_per_job", "lora_dir", "job_timeout")
 COLLECTIVE_TIMEOUT_ENV = "LTX_COLLECTIVE_TIMEOUT"  # seconds a collective may wait (default RankGroup's 300)
 
 
@@ -47,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Set by the group launcher on the rank processes it starts; not for people.
     parser.add_argument("--group-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--group-address", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--progress-file", default=None,
+                        help="file touched on every progress report (the supervisor's watchdog reads its mtime)")
     parser.set_defaults(handler=run)
 
 
@@ -82,9 +85,13 @@ def run(args: argparse.Namespace) -> int:
                       compile_blocks=config.compile, lora_dir=config.lora_path)
     store = JobStore(config.store_url)
     worker = Worker(store, lambda: factory(spec), Path(config.data_dir), config.lease_seconds, args.worker_id,
-                    device_hint=args.device, results=results)
+                    device_hint=args.device, results=results, job_timeout=config.job_timeout,
+                    progress_file=progress_file(args))
     worker.install_signal_handlers()
-    worker.load()
+    try:
+        worker.load()
+    except PipelineError as exc:  # out of memory at load, unusable weights: one line; the supervisor restarts it
+        raise CommandError(f"worker {worker.worker_id}: {exc}") from None
     log.info("worker %s ready", worker.worker_id)
     try:
         worker.run_forever()
@@ -122,7 +129,8 @@ def run_group_rank(args: argparse.Namespace, config, results) -> int:  # noqa: A
         os._exit(code)  # skip interpreter teardown: a broken NCCL/gloo group can hang in it
     store = JobStore(config.store_url)
     worker = GroupLeader(store, lambda: factory(spec), Path(config.data_dir), lease_seconds=config.lease_seconds,
-                         worker_id=args.worker_id, device_hint=f"{group.size} ranks", results=results)
+                         worker_id=args.worker_id, device_hint=f"{group.size} ranks", results=results,
+                         job_timeout=config.job_timeout, progress_file=progress_file(args))
     worker.install_signal_handlers()
     code = 0
     try:
@@ -136,6 +144,11 @@ def run_group_rank(args: argparse.Namespace, config, results) -> int:  # noqa: A
     finally:
         store.close()
     os._exit(code)
+
+
+def progress_file(args: argparse.Namespace) -> Path | None:
+    """The file the supervisor's watchdog watches (touched on every progress report), if it gave one."""
+    return Path(args.progress_file) if args.progress_file else None
 
 
 def _own_arguments() -> list[str]:

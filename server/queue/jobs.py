@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from server.queue.limits import SubmitLimits, peek, take
 from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS, notify
 from server.queue.records import Job, NewJob
 from server.queue.tables import (
@@ -35,6 +36,8 @@ from server.queue.tables import (
     jobs,
 )
 
+MAX_OFFSET = 2**62
+
 
 def _job(row: Any) -> Job:
     return Job(**dict(row._mapping))
@@ -50,12 +53,18 @@ class JobQueue:
     # ---- clients ----------------------------------------------------------------------------
 
     def enqueue(self, new_jobs: Iterable[NewJob], image: bytes, now: float | None = None,
-                keyframe_images: dict[str, bytes] | None = None) -> list[Job]:
-        """Store the start image (and any keyframe images, by sha256) and the jobs in one transaction."""
+                keyframe_images: dict[str, bytes] | None = None, limits: SubmitLimits | None = None) -> list[Job]:
+        """Store the start image (and any keyframe images, by sha256) and the jobs in one transaction.
+
+        With `limits`, the owner's rate and active-job cap are checked first, in the same
+        transaction (`LimitExceeded`: nothing is stored and nothing spent).
+        """
         now = time.time() if now is None else now
         new_jobs = list(new_jobs)
         images = {**(keyframe_images or {}), **{job.input_sha256: image for job in new_jobs}}
         with self.engine.begin() as conn:
+            if limits is not None and new_jobs:
+                take(conn, new_jobs[0].owner, len(new_jobs), limits, now)
             for sha, data in images.items():
                 # Touch an existing image so `prune_inputs` (which spares recent rows) keeps it.
                 touched = conn.execute(update(inputs).where(inputs.c.sha256 == sha).values(created_at=now)).rowcount
@@ -71,6 +80,13 @@ class JobQueue:
                 )
             notify(conn, CHANNEL_JOBS, "", self.schema)
         return [self.get(job.id) for job in new_jobs]  # type: ignore[misc]
+
+    def check_limits(self, owner: str, cost: int, limits: SubmitLimits, now: float | None = None) -> None:
+        """Raise `LimitExceeded` if `enqueue` would refuse `cost` jobs of `owner` now (reads only)."""
+        with self.engine.connect() as conn:
+            refused = peek(conn, owner, cost, limits, time.time() if now is None else now)
+        if refused is not None:
+            raise refused
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """One job, or None (also None when `owner` is given and differs)."""
@@ -119,6 +135,8 @@ class JobQueue:
     ) -> tuple[list[Job], int]:
         """One page of the filtered jobs (FIFO, or newest first) and how many match in all."""
         statuses = None if statuses is None else list(statuses)
+        # Past any real row, and within the 64-bit integers SQL takes (a huge offset is an empty page).
+        offset = min(offset, MAX_OFFSET)
         order = jobs.c.seq.desc() if newest_first else jobs.c.seq
         query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(order)
         counted = self._filtered(select(func.count()).select_from(jobs), owner, statuses, model, media_type)
@@ -348,6 +366,15 @@ class JobQueue:
                     notify(conn, CHANNEL_CANCEL, row.id, self.schema)
                     notify(conn, CHANNEL_JOBS, "", self.schema)
         return touched
+
+    def running_ids(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of `job_ids` are processing now (their temporary files are in use)."""
+        wanted = list(job_ids)
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted), jobs.c.status == PROCESSING)).all()
+        return {row.id for row in rows}
 
     # ---- start images and retention -----------------------------------------------------------
 

@@ -106,6 +106,18 @@ workers = Table(
     Column("gpu_memory_reserved", BigInteger),
 )
 
+# ---- submission limits (issue 11) ----------------------------------------------------------------
+# One token bucket per owner (API key), shared by every API process through the store; the row
+# is also the lock that makes the per-key active-job cap exact (see server/queue/limits.py).
+# Existing databases get it from migrations/versions/0003_rate_buckets.py.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+# ---- end of submission limits ---------------------------------------------------------------------
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

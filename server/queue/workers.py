@@ -51,3 +51,8 @@ class WorkerRegistry:
         with self.engine.connect() as conn:
             rows = conn.execute(select(workers).where(workers.c.last_seen >= now - max_age)).all()
         return [dict(row._mapping) for row in rows]
+
+    def all_workers(self) -> list[dict[str, Any]]:
+        """Every worker row, however old (the janitor prunes the dead ones)."""
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(select(workers)).all()]

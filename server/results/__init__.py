@@ -12,6 +12,6 @@ to `s3` (relative paths are read from the local data directory).
 
 from server.results.local import LocalResults
 from server.results.s3 import S3Results, parse_s3_location
-from server.results.store import ResultStore, open_results
+from server.results.store import ResultStore, open_results, write_directories
 
-__all__ = ["LocalResults", "ResultStore", "S3Results", "open_results", "parse_s3_location"]
+__all__ = ["LocalResults", "ResultStore", "S3Results", "open_results", "parse_s3_location", "write_directories"]

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from server.core.paths import DataPaths
 from server.results.local import LocalResults
-from server.results.s3 import S3Results
+from server.results.s3 import SCRATCH_DIR, S3Results
 
 
 class ResultStore(Protocol):
@@ -42,3 +43,11 @@ def open_results(spec: str, data_dir: Path, s3_endpoint_url: str = "") -> Result
     if spec.startswith("s3://"):
         return S3Results(spec, data_dir, s3_endpoint_url or None)
     raise ValueError(f"--results must be `local` or `s3://BUCKET[/PREFIX]`, got {spec!r}")
+
+
+def write_directories(data_dir: Path) -> tuple[Path, ...]:
+    """Where the backends write temporary files on this machine: the local results tree and S3's scratch.
+
+    An interrupted write leaves its `.partial`/`.f32` files here (`server.core.debris` sweeps them).
+    """
+    return DataPaths(Path(data_dir)).results, Path(data_dir) / SCRATCH_DIR

@@ -6,6 +6,12 @@ in one cannot take the API down. When a worker dies, the supervisor reports it t
 retried once, then failed with a message saying so) rather than waiting for its lease to run out;
 workers get SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG), so an abrupt end of
 `serve` returns their jobs to the queue too. The supervisor itself never touches the store.
+
+The watchdog: each worker touches a file (`--progress-file`) on every progress report and idle
+poll; a worker whose file has not changed for `watchdog_seconds` (hung in a kernel, deadlocked:
+its lease heartbeat runs on another thread, so the lease alone would never expire) is killed, and
+reported like any dead worker (its job is retried once, then failed saying why). The clock starts
+at the worker's first touch, after its model has loaded.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import ctypes
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("ltx_server.supervisor")
 
@@ -49,6 +58,7 @@ class WorkerSlot:
     backoff: float = 0.25  # doubled before use: 0.5 s, 1 s, 2 s ... while it keeps dying young
     next_start: float = 0.0
     history: list[int] = field(default_factory=list)
+    hung: str = ""  # set when the watchdog killed the process: the reason reported for it
 
 
 class Supervisor:
@@ -61,9 +71,12 @@ class Supervisor:
         gpu_ids: list[int] | None = None,
         on_exit: Callable[[str, str], object] | None = None,
         gpus_per_worker: int = 1,
+        watchdog_seconds: float = 0.0,
     ):
         self.command = list(command)
         self.on_exit = on_exit
+        self.watchdog_seconds = watchdog_seconds
+        self._progress_dir = Path(tempfile.mkdtemp(prefix="ltx-watchdog-")) if watchdog_seconds > 0 else None
         self.slots = []
         for index in range(count):
             env = dict(os.environ)
@@ -83,11 +96,20 @@ class Supervisor:
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
 
+    def progress_file(self, slot: WorkerSlot) -> Path | None:
+        return self._progress_dir / f"w{slot.index}" if self._progress_dir else None
+
     def _command(self, slot: WorkerSlot) -> list[str]:
-        return [*self.command, "--worker-id", slot.worker_id]
+        command = [*self.command, "--worker-id", slot.worker_id]
+        if self._progress_dir is not None:
+            command += ["--progress-file", str(self.progress_file(slot))]
+        return command
 
     def _spawn(self, slot: WorkerSlot) -> None:
         slot.worker_id = f"{socket.gethostname()}-w{slot.index}-{secrets.token_hex(3)}"
+        slot.hung = ""
+        if self._progress_dir is not None:
+            self.progress_file(slot).unlink(missing_ok=True)  # the clock starts at the new worker's first touch
         slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=_die_with_parent)
         slot.started_at = time.monotonic()
         log.info("worker %d started: pid %d, id %s", slot.index, slot.process.pid, slot.worker_id)
@@ -104,10 +126,13 @@ class Supervisor:
                 self._spawn(slot)
             return
         code = process.poll()
+        if code is None and not self._stop.is_set():
+            self._watch_progress(slot, process)
+            return
         if code is None or self._stop.is_set():
             return
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        reason = f"its worker process died ({how})"
+        reason = slot.hung or f"its worker process died ({how})"
         if self.on_exit is not None:
             try:
                 self.on_exit(slot.worker_id, reason)
@@ -122,6 +147,21 @@ class Supervisor:
         slot.next_start = time.monotonic() + slot.backoff
         log.error("worker %d (pid %d) %s; restarting in %.1f s", slot.index, process.pid, how,
                   slot.next_start - time.monotonic())
+
+    def _watch_progress(self, slot: WorkerSlot, process: subprocess.Popen) -> None:
+        """Kill a worker whose progress file is older than `watchdog_seconds`."""
+        path = self.progress_file(slot)
+        if path is None or slot.hung:
+            return
+        try:
+            silent = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # still loading its model
+            return
+        if silent > self.watchdog_seconds:
+            slot.hung = (f"its worker made no progress for {silent:.0f} s (limit {self.watchdog_seconds:g} s, "
+                         "--watchdog-seconds) and was killed by the watchdog")
+            log.error("worker %d (pid %d): no progress for %.0f s; killing it", slot.index, process.pid, silent)
+            process.kill()
 
     def stop(self, timeout: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM every worker (each returns its job to the queue), then SIGKILL stragglers."""
@@ -139,3 +179,5 @@ class Supervisor:
                 log.warning("worker pid %d did not stop in time; killing it", process.pid)
                 process.kill()
                 process.wait()
+        if self._progress_dir is not None:
+            shutil.rmtree(self._progress_dir, ignore_errors=True)

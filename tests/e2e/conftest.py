@@ -38,8 +38,11 @@ def keyed_live(tmp_path_factory):
     test image host is on 127.0.0.1), a 1 MiB / 1 s fetch limit, 1 s keep-alives, 5 s leases."""
     servers: list[LiveServer] = []
     make = _factory(tmp_path_factory, servers)
+    # The per-key limits (on by default with keys) are off here: these tests submit in bursts; the limits
+    # have their own tests (tests/integration/server/test_submit_limits.py).
     yield make(["--api-keys", f"alice:{KEY_A},bob:{KEY_B}", "--keepalive-seconds", "1", "--lease-seconds", "5",
-                "--allow-private-urls", "--fetch-max-bytes", str(2**20), "--fetch-timeout", "1"])
+                "--allow-private-urls", "--fetch-max-bytes", str(2**20), "--fetch-timeout", "1",
+                "--rate-limit", "0", "--max-active-jobs", "0"])
     for server in servers:
         server.cleanup()
 

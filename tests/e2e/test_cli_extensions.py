@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from lora_files import build_tiny_lora
 
+from lora_files import build_tiny_lora
 from sample_media import png_bytes, read_mp4
 
 

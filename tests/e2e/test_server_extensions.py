@@ -11,8 +11,8 @@ import base64
 
 import pytest
 import requests
-from lora_files import build_tiny_lora
 
+from lora_files import build_tiny_lora
 from sample_media import png_bytes, read_mp4
 from serverkit import LiveServer, wait_for
 

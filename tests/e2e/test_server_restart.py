@@ -13,7 +13,7 @@ import pytest
 
 from serverkit import REPO, tiny_body, wait_for
 
-SLOW = "[[test-step-delay=0.3]]"  # honoured only in LTX_TEST_MODE: keeps a job in flight for seconds
+SLOW = "[[test-step-delay=0.3]]"  # the faulty engine (tests/support/faulty_engine.py): keeps a job in flight
 
 
 @pytest.fixture(scope="module")

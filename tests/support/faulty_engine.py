@@ -3,31 +3,42 @@
 Selected for live workers with `ltx-server worker|serve --engine faulty_engine:load` (or
 `LTX_ENGINE=faulty_engine:load`, with tests/support on PYTHONPATH); production code has no test mode.
 
-    [[test-oom]]             OutOfMemory at the first stage-1 step (phase "stage1"), memory untouched
-    [[test-step-delay=S]]    sleep S seconds after every progress report (a slow job)
+    [[test-oom]]             CUDA out-of-memory (torch.OutOfMemoryError) at the first stage-1 step
+    [[test-oom=PHASE]]       the same at the first report of PHASE: prepare, stage1, upsample, stage2, decode
+                             (decode: while the MP4 is being written); the real engine's handler names the phase
+    [[test-enospc]]          OSError ENOSPC (disk full) during decode, while the MP4 is being written
+    [[test-step-delay=S]]    sleep S seconds after every progress report (a slow job; a long S is a hung one)
     [[test-log-steps]]       log `test step <stage> <step>/<total>` at every progress report (tests count
                              the steps a job ran after some moment, e.g. a cancel)
+
+At load: when the file named by `LTX_TEST_OOM_AT_LOAD` exists, it is removed and loading the model
+fails with a CUDA out-of-memory error (inside `Engine.load`, so its real handler reports it); the
+next load (the restarted worker) succeeds.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import time
 from pathlib import Path
 
 from pipeline.engine import Engine, EngineSpec
-from pipeline.errors import OutOfMemory
 
 DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
-OOM = "[[test-oom]]"
+OOM = re.compile(r"\[\[test-oom(?:=(\w+))?\]\]")
+ENOSPC = "[[test-enospc]]"
 LOG_STEPS = "[[test-log-steps]]"
 
 log = logging.getLogger("ltx_server.faulty_engine")
 
 
-class _InjectedOOM(Exception):
-    pass
+def _out_of_memory(where: str) -> BaseException:
+    import torch  # the worker process has it; the API process never imports this module
+
+    return torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected {where})")
 
 
 class FaultyEngine:
@@ -45,7 +56,9 @@ class FaultyEngine:
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
-        oom = OOM in prompt
+        oom = OOM.search(prompt)
+        oom_phase = (oom.group(1) or "stage1") if oom else None
+        disk_full = ENOSPC in prompt
         log_steps = LOG_STEPS in prompt
 
         def on_progress(report) -> None:
@@ -53,19 +66,33 @@ class FaultyEngine:
                 log.info("test step %s %d/%d", report.stage, report.step, report.total)
             if progress is not None:
                 progress(report)
-            if oom and report.stage == "stage1":
-                raise _InjectedOOM
+            if report.stage == oom_phase:
+                raise _out_of_memory(report.stage)
+            if disk_full and report.stage == "decode":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             if delay:
                 time.sleep(delay)
 
-        try:
-            return self.inner.generate(params, image, output, on_progress, cancel, image_crf, **options)
-        except _InjectedOOM:
-            Path(output).unlink(missing_ok=True)
-            raise OutOfMemory(f"Out of memory on {self.info.device} during stage1 (CUDA out of memory, injected by "
-                              "the faulty engine); try a lower resolution or fewer frames.", "stage1") from None
+        return self.inner.generate(params, image, output, on_progress, cancel, image_crf, **options)
+
+
+def _fail_load_once() -> None:
+    marker = os.environ.get("LTX_TEST_OOM_AT_LOAD")
+    if not marker or not Path(marker).exists():
+        return
+    Path(marker).unlink()
+    from pipeline.generation import runtime
+
+    real = runtime.VideoGenerator.from_directory
+
+    def out_of_memory(*_args, **_kwargs):
+        runtime.VideoGenerator.from_directory = real
+        raise _out_of_memory("load")
+
+    runtime.VideoGenerator.from_directory = out_of_memory
 
 
 def load(spec: EngineSpec) -> FaultyEngine:
     """The `--engine` factory: the real engine for `spec`, wrapped."""
+    _fail_load_once()
     return FaultyEngine(Engine.load(spec))

@@ -63,11 +63,21 @@ class ImageHost:
     def __init__(self):
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.slow_paths: set[str] = set()
+        self.endless_paths: dict[str, float] = {}  # path -> seconds between 64 KiB chunks, sent forever
         host = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?")[0]
+                if path in host.endless_paths:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.end_headers()  # no length: the body never ends
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        for _ in range(100_000):
+                            self.wfile.write(b"\x89PNG" + b"\0" * (2**16 - 4))
+                            time.sleep(host.endless_paths[path])
+                    return
                 if path in host.slow_paths:
                     time.sleep(3)
                 status, headers, body = host.routes.get(path, (404, {}, b"not found"))

@@ -67,7 +67,7 @@ def image_uri(fields: dict[str, Any], image: bytes | None, mime: str) -> str:
         return f"data:{kind};base64,{base64.b64encode(image).decode('ascii')}"
     reference = fields.get("input_reference")
     if isinstance(reference, str) and reference.startswith("{"):  # a form field holding JSON
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(json.JSONDecodeError, RecursionError):
             reference = json.loads(reference)
     if isinstance(reference, dict) and isinstance(reference.get("image_url"), str):
         return reference["image_url"]

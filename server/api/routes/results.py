@@ -13,7 +13,8 @@ from server.api.services.result_files import result_response
 router = APIRouter(tags=["results"])
 
 
-@router.api_route("/api/results/{generation_id}.mp4", methods=["GET", "HEAD"])
+@router.head("/api/results/{generation_id}.mp4", operation_id="result_file_head")
+@router.get("/api/results/{generation_id}.mp4", operation_id="result_file")
 async def result_file(request: Request, generation_id: str, expires: str = "", signature: str = "",
                       svc: Services = Depends(services)) -> Response:  # noqa: B008
     """The MP4 behind a signed result URL (byte ranges supported), from any results backend."""

@@ -25,7 +25,19 @@ from server.api.schemas import (
 )
 from server.core.config import ServerConfig
 from server.core.image_fetch import ImageFetchError, fetch_image
-from server.queue import KEYFRAME_IMAGES, Job, JobStore, NewJob
+from server.queue import KEYFRAME_IMAGES, Job, JobStore, LimitExceeded, NewJob, SubmitLimits
+
+AUTO_RATE_PER_MINUTE = 30.0  # with API keys and --rate-limit auto
+AUTO_MAX_ACTIVE = 50  # with API keys and --max-active-jobs auto
+
+
+def submit_limits(config: ServerConfig) -> SubmitLimits | None:
+    """The per-key limits in force: `auto` (-1) means off without API keys, the defaults above with keys."""
+    keyed = bool(config.api_keys or config.api_keys_file)
+    per_minute = config.rate_limit if config.rate_limit >= 0 else (AUTO_RATE_PER_MINUTE if keyed else 0.0)
+    active = config.max_active_jobs if config.max_active_jobs >= 0 else (AUTO_MAX_ACTIVE if keyed else 0)
+    limits = SubmitLimits(rate=per_minute / 60.0, burst=max(1.0, config.rate_burst), max_active=active)
+    return limits if limits.enabled else None
 
 
 def check_model(data: Any) -> None:
@@ -58,6 +70,13 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
     except RequestError as exc:
         raise APIError(400, "invalid_params", describe_request_error(exc)) from None
     request = video_request(body)
+    copies = getattr(body, copies_field) if copies_field else 1
+    limits = submit_limits(config)
+    if limits is not None:  # a refused key makes the server fetch nothing (enqueue decides again, atomically)
+        try:
+            store.check_limits(owner, copies, limits)
+        except LimitExceeded as exc:
+            raise rate_limited(exc) from None
     try:
         image, size = fetch_image(request.input_image, allow_private=config.allow_private_urls,
                                   timeout=config.fetch_timeout, max_bytes=config.fetch_max_bytes)
@@ -68,7 +87,6 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
         capacity = Capacity(*config.gpu_capacity) if config.gpu_capacity is not None else None
         refuse_if_too_large(conditioning_request(request), size, capacity, config.lora_path)
     digest = hashlib.sha256(image).hexdigest()
-    copies = getattr(body, copies_field) if copies_field else 1
     new_jobs = []
     for _ in range(copies):
         # The bytes are stored once beside the jobs; the record keeps a data: URI's header only.
@@ -78,7 +96,15 @@ def accept(config: ServerConfig, store: JobStore, body_model: type, data: Any, o
         if params["seed"] is None:  # chosen now, so a retried job reproduces the same video
             params["seed"] = secrets.randbelow(SEED_RANGE)
         new_jobs.append(NewJob(owner=owner, model=MODEL_ID, params=params, input_sha256=digest))
-    return body, store.enqueue(new_jobs, image, keyframe_images=keyframe_images)
+    try:
+        return body, store.enqueue(new_jobs, image, keyframe_images=keyframe_images, limits=limits)
+    except LimitExceeded as exc:
+        raise rate_limited(exc) from None
+
+
+def rate_limited(exc: LimitExceeded) -> APIError:
+    """The 429 envelope for a refused submission, with the seconds to wait in `Retry-After`."""
+    return APIError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 def fetch_keyframes(config: ServerConfig, request: VideoRequest) -> tuple[list[str], dict[str, bytes]]:

@@ -20,12 +20,15 @@ from pathlib import Path
 import anyio
 
 from server.core.config import ServerConfig
+from server.core.debris import sweep_leftovers
+from server.core.liveness import local_worker_gone
 from server.queue import JobStore
-from server.results import LocalResults, ResultStore
+from server.results import LocalResults, ResultStore, write_directories
 
 log = logging.getLogger("ltx_server.janitor")
 
 INPUT_KEEP_SECONDS = 600.0  # start images are needed only while their jobs are active
+STALE_WORKER_SECONDS = 300.0  # a worker row not refreshed for this long is forgotten (its job: by lease)
 
 
 class Janitor:
@@ -35,6 +38,7 @@ class Janitor:
                  events_grace_seconds: float = 120.0, results: ResultStore | None = None):
         self.store = store
         self.results = results or LocalResults(data_dir)
+        self.write_dirs = write_directories(data_dir)  # where interrupted writes leave temporary files
         self.retention_hours = retention_hours
         self.events_keep_seconds = max(3600.0, 2 * events_grace_seconds)
         self.interval = max(0.5, min(30.0, lease_seconds / 4))
@@ -54,6 +58,22 @@ class Janitor:
             apply_retention(self.store, self.results, self.retention_hours, now)
         self.store.prune_events(now - self.events_keep_seconds)
         self.store.prune_inputs(now - INPUT_KEEP_SECONDS)
+        self.forget_dead_workers(now)
+        for directory in self.write_dirs:
+            for path in sweep_leftovers(directory, self.store.running_ids):
+                log.info("removed %s, left by an interrupted write", path.name)
+
+    def forget_dead_workers(self, now: float | None = None) -> None:
+        """Rows of workers whose process is gone from this host, or silent for minutes, are removed.
+
+        A local dead process's job is recovered at once (as when the supervisor reports it).
+        """
+        now = time.time() if now is None else now
+        for row in self.store.all_workers():
+            if local_worker_gone(row["id"], row["pid"]):
+                self.worker_died(row["id"], f"its worker process (pid {row['pid']}) is gone")
+            elif row["last_seen"] < now - STALE_WORKER_SECONDS:
+                self.store.remove_worker(row["id"])
 
     def worker_died(self, worker_id: str, reason: str) -> list[str]:
         """A worker process is gone (the supervisor saw it exit): recover its job now, forget its row."""

@@ -53,6 +53,15 @@ def test_generate_through_the_door(engine, tmp_path):
     assert [p.stage for p in progress][-1] == "decode" and progress[-1].fraction == 1.0
 
 
+def test_a_prompt_cut_by_the_text_encoder_is_noted(engine, tmp_path):
+    # The tiny tokenizer has one token per character: 1,500 characters are 1,500+ tokens, over 1,024.
+    long = PARAMS.model_copy(update={"prompt": "a" * 1500})
+    result = engine.generate(long, png(), tmp_path / "long.mp4")
+    assert len(result.notes) == 1 and result.notes[0].startswith("The prompt is ")
+    assert result.notes[0].endswith("tokens long; the text encoder read only its first 1024.")
+    assert engine.generate(PARAMS, png(), tmp_path / "short.mp4").notes == []
+
+
 def test_out_of_memory_names_the_phase_and_the_next_job_runs(engine, tmp_path):
     def exhausted(progress):
         if progress.stage == "stage2":

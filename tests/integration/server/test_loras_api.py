@@ -12,8 +12,8 @@ import hashlib
 
 import pytest
 from fastapi.testclient import TestClient
-from lora_files import build_tiny_lora
 
+from lora_files import build_tiny_lora
 from pipeline.engine import Engine, EngineSpec
 from pipeline.errors import LoraError
 from pipeline.params import GenerationParams

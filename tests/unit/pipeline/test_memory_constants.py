@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensor_memory import TensorMemory
 
 from pipeline.generation.decode import tiled_decode
 from pipeline.geometry import job_geometry
 from pipeline.placement import plan as mp
 from pipeline.weights.registry import REAL_CONFIGS, meta_module
+from tensor_memory import TensorMemory
 
 MiB = 2**20
 

@@ -1,0 +1,245 @@
+"""Load on a live server from several processes on loopback: concurrent enqueues, status polls, list
+calls and SSE subscribers across several keys, while the worker is busy.
+
+Starts `ltx-server serve --weights tiny` (one worker, three API keys) on a free loopback port with
+a fresh data dir. Then, at once and for a fixed time: SSE subscribers (spread over the keys)
+listen; one enqueuer process per key submits small jobs; poller processes read
+`GET /api/ai/queue/{id}` of their key's jobs as fast as they can; a lister calls
+`GET /api/ai/queue?status=all`. Reports requests per second, p50/p99 of status reads, SSE
+delivery latency (the store's completed_at to the subscriber's read), and whether every
+subscriber got every completion of its own key and none of another key's. Bounded in time and
+count; all traffic on 127.0.0.1.
+
+    python bench/load.py [--seconds 20] [--subscribers 54] [--pollers 2] [--threads 4] [--jobs 6] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+
+import httpx  # noqa: E402
+from table import print_table  # noqa: E402
+
+from serverkit import LiveServer, tiny_body  # noqa: E402
+
+KEYS = {f"user{i}": f"bench-key-{i}-0123456789" for i in range(3)}
+
+
+def headers(owner: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[owner]}"}
+
+
+def subscriber_process(proc: int, base: str, owners: list[str], until: float, ready, stop, out) -> None:
+    """SSE clients (threads), one per entry of `owners`: every completion received, with its arrival time."""
+    results: list[tuple[str, int, str, float]] = []
+    lock = threading.Lock()
+    connected = threading.Semaphore(0)
+
+    def listen(index: int, owner: str) -> None:
+        seen = []
+        try:
+            with httpx.stream("GET", base + "/api/events", headers=headers(owner),
+                              timeout=httpx.Timeout(10, read=until - time.time() + 10)) as stream:
+                event = None
+                for line in stream.iter_lines():
+                    if line == ": connected":
+                        connected.release()
+                    elif line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "media_generation_completed":
+                        seen.append(((proc, index, owner), json.loads(line[6:])["generation_id"], time.time()))
+                    if stop.is_set() or time.time() > until:
+                        break
+        except httpx.HTTPError:
+            pass
+        with lock:
+            results.extend(seen)
+
+    threads = [threading.Thread(target=listen, args=(i, o), daemon=True) for i, o in enumerate(owners)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        connected.acquire(timeout=60)
+    ready.set()
+    for thread in threads:
+        thread.join(timeout=until - time.time() + 30)
+    out.put(("sse", results))
+
+
+def enqueuer_process(base: str, owner: str, jobs: int, until: float, out) -> None:
+    ids, latencies = [], []
+    with httpx.Client(headers=headers(owner), timeout=30) as client:
+        for index in range(jobs):
+            if time.time() > until:
+                break
+            clock = time.perf_counter()
+            response = client.post(base + "/api/ai/queue", json=tiny_body(prompt=f"{owner} {index}"))
+            latencies.append(time.perf_counter() - clock)
+            ids += [g["generation_id"] for g in response.json()["generations"]]
+            time.sleep(random.uniform(0.1, 0.5))
+    out.put(("enqueue", owner, ids, latencies))
+
+
+def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, threads: int, out) -> None:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.time() + seconds
+
+    def loop(seed: int) -> None:
+        rng, mine = random.Random(seed), []
+        with httpx.Client(timeout=10) as client:
+            while time.time() < stop:
+                owner, job_id = rng.choice(targets)
+                clock = time.perf_counter()
+                client.get(f"{base}/api/ai/queue/{job_id}", headers=headers(owner)).raise_for_status()
+                mine.append(time.perf_counter() - clock)
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out.put(("poll", latencies, seconds))
+
+
+def lister_process(base: str, seconds: float, out) -> None:
+    latencies, stop = [], time.time() + seconds
+    with httpx.Client(timeout=10) as client:
+        while time.time() < stop:
+            owner = random.choice(list(KEYS))
+            clock = time.perf_counter()
+            client.get(base + "/api/ai/queue", params={"status": "all"}, headers=headers(owner)).raise_for_status()
+            latencies.append(time.perf_counter() - clock)
+    out.put(("list", latencies, seconds))
+
+
+def ms(values: list[float], q: int) -> str:
+    if len(values) < 2:
+        return "-"
+    return f"{statistics.quantiles(values, n=100)[q - 1] * 1000:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--subscribers", type=int, default=54)
+    parser.add_argument("--pollers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=6, help="jobs per key")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    context = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = LiveServer(Path(data_dir), ["--api-keys", ",".join(f"{o}:{k}" for o, k in KEYS.items()),
+                                             "--rate-limit", "0", "--max-active-jobs", "0", "--keepalive-seconds", "2"])
+        server.start(timeout=180)
+        try:
+            report = run(server, args, context)
+        finally:
+            server.cleanup()
+    print_table(["what", "value", "notes"], report, args.markdown)
+
+
+def run(server: LiveServer, args, context) -> list[list[str]]:
+    base, out = server.base, context.Queue()
+    owners = list(KEYS)
+    # A long job keeps the worker busy while the polls run; seed ids give the pollers something to read.
+    with httpx.Client(timeout=30) as client:
+        busy = client.post(base + "/api/ai/queue", headers=headers(owners[0]), json=tiny_body(
+            prompt="busy [[test-step-delay=1]]", resolution="192x192", num_frames=17)).json()
+        targets = [(owners[0], busy["generations"][0]["generation_id"])]
+        for owner in owners:
+            reply = client.post(base + "/api/ai/queue", headers=headers(owner), json=tiny_body(prompt=f"{owner} seed"))
+            targets.append((owner, reply.json()["generations"][0]["generation_id"]))
+    until = time.time() + args.seconds + 600  # a bound only: subscribers stop once every job has ended
+    stop_listening = context.Event()
+    per_process = [owners[i % len(owners)] for i in range(args.subscribers)]
+    ready = [context.Event() for _ in range(3)]
+    subs = [context.Process(target=subscriber_process,
+                            args=(i, base, per_process[i::3], until, ready[i], stop_listening, out))
+            for i in range(3)]
+    everyone = {(p, i, owner) for p in range(3) for i, owner in enumerate(per_process[p::3])}
+    for process in subs:
+        process.start()
+    for event in ready:
+        event.wait(90)
+    started = time.time()
+    load = [context.Process(target=enqueuer_process, args=(base, o, args.jobs, started + args.seconds, out))
+            for o in owners]
+    load += [context.Process(target=poller_process, args=(base, targets, args.seconds, args.threads, out))
+             for _ in range(args.pollers)]
+    load.append(context.Process(target=lister_process, args=(base, args.seconds, out)))
+    for process in load:
+        process.start()
+    results: dict[str, list] = {"enqueue": [], "poll": [], "list": [], "sse": []}
+    pending = len(load)
+    while pending:
+        item = out.get(timeout=args.seconds + 120)
+        results[item[0]].append(item[1:])
+        pending -= item[0] != "sse"
+    accepted = {job_id: owner for owner, ids, _lat in results["enqueue"] for job_id in ids}
+    accepted.update({job_id: owner for owner, job_id in targets})
+    # Wait (bounded) for the accepted jobs to end, then give the subscribers a moment to receive them.
+    deadline = time.time() + 300
+    with httpx.Client(timeout=10) as client:
+        while time.time() < deadline:
+            states = [client.get(f"{base}/api/ai/queue/{i}", headers=headers(o)).json()["status"]
+                      for i, o in accepted.items()]
+            if all(s in ("succeeded", "failed", "cancelled") for s in states):
+                break
+            time.sleep(1)
+    completed_at = dict(server.db("SELECT id, completed_at FROM jobs WHERE status IN ('succeeded', 'failed')"))
+    owner_of = dict(server.db("SELECT id, owner FROM jobs"))
+    time.sleep(3)  # the last completions reach the subscribers (keep-alives every 2 s wake them to stop)
+    stop_listening.set()
+    while len(results["sse"]) < len(subs):
+        item = out.get(timeout=max(1.0, until - time.time()) + 60)
+        results[item[0]].append(item[1:])
+    for process in [*subs, *load]:
+        process.join(timeout=10)
+    polls = [x for lat, _s in results["poll"] for x in lat]
+    lists = [x for lat, _s in results["list"] for x in lat]
+    enqueues = [x for _o, _i, lat in results["enqueue"] for x in lat]
+    received = [row for (rows,) in results["sse"] for row in rows]
+    delivery = [arrived - completed_at[job_id] for _sub, job_id, arrived in received if job_id in completed_at]
+    got: dict[tuple, set[str]] = {sub: set() for sub in everyone}
+    for sub, job_id, _arrived in received:
+        got.setdefault(sub, set()).add(job_id)
+    owed = {o: {j for j, who in owner_of.items() if who == o and j in completed_at} for o in owners}
+    counted = sum(1 for ids in got.values() if ids)
+    missing = sum(len(owed[sub[2]] - ids) for sub, ids in got.items())
+    foreign = sum(1 for sub, ids in got.items() for j in ids if owner_of.get(j) != sub[2])
+    seconds = args.seconds
+    total = len(polls) + len(lists) + len(enqueues)
+    return [
+        ["requests/s (polls + lists + enqueues)", f"{total / seconds:.0f}",
+         f"{len(polls)} polls, {len(lists)} lists, {len(enqueues)} enqueues in {seconds:g} s"],
+        ["GET /api/ai/queue/{id} p50 / p99 ms", f"{ms(polls, 50)} / {ms(polls, 99)}",
+         f"{len(polls) / seconds:.0f} req/s from {args.pollers} processes x {args.threads} threads, worker busy"],
+        ["GET /api/ai/queue?status=all p50 / p99 ms", f"{ms(lists, 50)} / {ms(lists, 99)}", f"{len(lists)} calls"],
+        ["POST /api/ai/queue p50 / p99 ms", f"{ms(enqueues, 50)} / {ms(enqueues, 99)}",
+         f"{len(accepted)} jobs accepted over {len(owners)} keys"],
+        ["SSE delivery p50 / p99 ms (completed_at -> read)", f"{ms(delivery, 50)} / {ms(delivery, 99)}",
+         f"{len(delivery)} deliveries"],
+        ["SSE subscribers that received events / connected", f"{counted} / {args.subscribers}",
+         f"{len(owners)} keys; {sum(len(v) for v in owed.values())} completions owed per key set"],
+        ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],
+    ]
+
+
+if __name__ == "__main__":
+    main()
