@@ -8,6 +8,7 @@ Selected for live workers with `ltx-server worker|serve --engine faulty_engine:l
                              (decode: while the MP4 is being written); the real engine's handler names the phase
     [[test-enospc]]          OSError ENOSPC (disk full) during decode, while the MP4 is being written
     [[test-step-delay=S]]    sleep S seconds after every progress report (a slow job; a long S is a hung one)
+    [[test-decode-delay=S]]  sleep S seconds after each decode report: the MP4 is being written meanwhile
 
 At load: when the file named by `LTX_TEST_OOM_AT_LOAD` exists, it is removed and loading the model
 fails with a CUDA out-of-memory error (inside `Engine.load`, so its real handler reports it); the
@@ -25,6 +26,7 @@ from pathlib import Path
 from pipeline.engine import Engine, EngineSpec
 
 DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
+DECODE_DELAY = re.compile(r"\[\[test-decode-delay=([0-9.]+)\]\]")
 OOM = re.compile(r"\[\[test-oom(?:=(\w+))?\]\]")
 ENOSPC = "[[test-enospc]]"
 
@@ -46,6 +48,8 @@ class FaultyEngine:
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
+        decode = DECODE_DELAY.search(prompt)
+        decode_delay = float(decode.group(1)) if decode else 0.0
         oom = OOM.search(prompt)
         oom_phase = (oom.group(1) or "stage1") if oom else None
         disk_full = ENOSPC in prompt
@@ -59,6 +63,8 @@ class FaultyEngine:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             if delay:
                 time.sleep(delay)
+            if decode_delay and report.stage == "decode":
+                time.sleep(decode_delay)
 
         return self.inner.generate(params, image, output, on_progress, cancel, image_crf)
 
