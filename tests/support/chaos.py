@@ -162,8 +162,9 @@ def run_chaos(data_dir: Path, cycles: int, seed: int = 0, workers: int = 1, drai
         for cycle in range(cycles):
             for _ in range(rng.randint(1, 3)):
                 owner = rng.choice(list(KEYS))
-                slow = rng.random() < 0.5
-                body = tiny_body(prompt=f"chaos {cycle}" + (" [[test-step-delay=0.2]]" if slow else ""),
+                # plain, slow steps, or a slow write (the .partial file exists while it sleeps)
+                pace = rng.choice(["", " [[test-step-delay=0.2]]", " [[test-decode-delay=2]]"])
+                body = tiny_body(prompt=f"chaos {cycle}{pace}",
                                  generate_audio=rng.random() < 0.5, num_frames=FRAMES)
                 try:
                     response = httpx.post(server.api + "/ai/queue", json=body, timeout=30,

@@ -10,6 +10,7 @@ Selected for live workers with `ltx-server worker|serve --engine faulty_engine:l
     [[test-step-delay=S]]    sleep S seconds after every progress report (a slow job; a long S is a hung one)
     [[test-log-steps]]       log `test step <stage> <step>/<total>` at every progress report (tests count
                              the steps a job ran after some moment, e.g. a cancel)
+    [[test-decode-delay=S]]  sleep S seconds after each decode report: the MP4 is being written meanwhile
 
 At load: when the file named by `LTX_TEST_OOM_AT_LOAD` exists, it is removed and loading the model
 fails with a CUDA out-of-memory error (inside `Engine.load`, so its real handler reports it); the
@@ -28,6 +29,7 @@ from pathlib import Path
 from pipeline.engine import Engine, EngineSpec
 
 DELAY = re.compile(r"\[\[test-step-delay=([0-9.]+)\]\]")
+DECODE_DELAY = re.compile(r"\[\[test-decode-delay=([0-9.]+)\]\]")
 OOM = re.compile(r"\[\[test-oom(?:=(\w+))?\]\]")
 ENOSPC = "[[test-enospc]]"
 LOG_STEPS = "[[test-log-steps]]"
@@ -56,6 +58,8 @@ class FaultyEngine:
         prompt = getattr(params, "prompt", "")
         match = DELAY.search(prompt)
         delay = float(match.group(1)) if match else 0.0
+        decode = DECODE_DELAY.search(prompt)
+        decode_delay = float(decode.group(1)) if decode else 0.0
         oom = OOM.search(prompt)
         oom_phase = (oom.group(1) or "stage1") if oom else None
         disk_full = ENOSPC in prompt
@@ -72,6 +76,8 @@ class FaultyEngine:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             if delay:
                 time.sleep(delay)
+            if decode_delay and report.stage == "decode":
+                time.sleep(decode_delay)
 
         return self.inner.generate(params, image, output, on_progress, cancel, image_crf, **options)
 
