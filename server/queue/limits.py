@@ -53,8 +53,7 @@ def take(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> 
     if not limits.enabled:
         return
     if limits.rate > 0 and cost > limits.burst:
-        raise LimitExceeded("rate", f"This request asks for {cost} jobs at once; this key may submit at most "
-                                    f"{limits.burst:g} at a time.", 1)
+        raise _burst_refusal(cost, limits)
     spend = cost if limits.rate > 0 else 0
     # The owner's row first (a full bucket), without a savepoint: INSERT ... ON CONFLICT DO NOTHING.
     dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
@@ -66,18 +65,10 @@ def take(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> 
         .values(tokens=refilled - spend, updated_at=now)
     ).rowcount
     if not spent:
-        row = conn.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at)
-                           .where(rate_buckets.c.owner == owner)).one()
-        tokens = min(limits.burst, row.tokens + max(0.0, now - row.updated_at) * limits.rate)
-        wait = max(1, math.ceil((spend - tokens) / limits.rate))
-        raise LimitExceeded("rate", f"Too many submissions for this API key: at most {limits.rate * 60:g} jobs "
-                                    f"per minute (bursts of {limits.burst:g}). Retry in {wait} s.", wait)
-    if limits.max_active > 0:
-        active = conn.execute(select(func.count()).select_from(jobs)
-                              .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))).scalar_one()
-        if active + cost > limits.max_active:
-            raise LimitExceeded("active", f"This API key has {active} jobs queued or processing; the limit is "
-                                          f"{limits.max_active}. Wait for some to finish (or cancel some).", 30)
+        raise _rate_refusal(_tokens(conn, owner, limits, now), spend, limits)
+    refused = _active_refusal(conn, owner, cost, limits)
+    if refused is not None:
+        raise refused
 
 
 def peek(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> LimitExceeded | None:
@@ -86,21 +77,40 @@ def peek(conn: Any, owner: str, cost: int, limits: SubmitLimits, now: float) -> 
     if not limits.enabled:
         return None
     if limits.rate > 0 and cost > limits.burst:
-        return LimitExceeded("rate", f"This request asks for {cost} jobs at once; this key may submit at most "
-                                     f"{limits.burst:g} at a time.", 1)
+        return _burst_refusal(cost, limits)
     if limits.rate > 0:
-        row = conn.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at)
-                           .where(rate_buckets.c.owner == owner)).first()
-        tokens = limits.burst if row is None else min(limits.burst,
-                                                      row.tokens + max(0.0, now - row.updated_at) * limits.rate)
+        tokens = _tokens(conn, owner, limits, now)
         if tokens < cost:
-            wait = max(1, math.ceil((cost - tokens) / limits.rate))
-            return LimitExceeded("rate", f"Too many submissions for this API key: at most {limits.rate * 60:g} jobs "
-                                         f"per minute (bursts of {limits.burst:g}). Retry in {wait} s.", wait)
-    if limits.max_active > 0:
-        active = conn.execute(select(func.count()).select_from(jobs)
-                              .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))).scalar_one()
-        if active + cost > limits.max_active:
-            return LimitExceeded("active", f"This API key has {active} jobs queued or processing; the limit is "
-                                           f"{limits.max_active}. Wait for some to finish (or cancel some).", 30)
+            return _rate_refusal(tokens, cost, limits)
+    return _active_refusal(conn, owner, cost, limits)
+
+
+def _tokens(conn: Any, owner: str, limits: SubmitLimits, now: float) -> float:
+    """The owner's bucket refilled to `now` (a full bucket when the owner has none yet)."""
+    row = conn.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at)
+                       .where(rate_buckets.c.owner == owner)).first()
+    if row is None:
+        return limits.burst
+    return min(limits.burst, row.tokens + max(0.0, now - row.updated_at) * limits.rate)
+
+
+def _burst_refusal(cost: int, limits: SubmitLimits) -> LimitExceeded:
+    return LimitExceeded("rate", f"This request asks for {cost} jobs at once; this key may submit at most "
+                                 f"{limits.burst:g} at a time.", 1)
+
+
+def _rate_refusal(tokens: float, cost: float, limits: SubmitLimits) -> LimitExceeded:
+    wait = max(1, math.ceil((cost - tokens) / limits.rate))
+    return LimitExceeded("rate", f"Too many submissions for this API key: at most {limits.rate * 60:g} jobs "
+                                 f"per minute (bursts of {limits.burst:g}). Retry in {wait} s.", wait)
+
+
+def _active_refusal(conn: Any, owner: str, cost: int, limits: SubmitLimits) -> LimitExceeded | None:
+    if limits.max_active <= 0:
+        return None
+    active = conn.execute(select(func.count()).select_from(jobs)
+                          .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))).scalar_one()
+    if active + cost > limits.max_active:
+        return LimitExceeded("active", f"This API key has {active} jobs queued or processing; the limit is "
+                                       f"{limits.max_active}. Wait for some to finish (or cancel some).", 30)
     return None
