@@ -173,7 +173,11 @@ class Field {
       } catch (error) {
         return { error: `${this.label}: not valid JSON (${error.message}).` };
       }
-    } else value = raw;
+    } else {
+      // an empty text box of an optional field (a URL such as end_image) means "not given"
+      if (raw === "" && this.info.nullable) return { omit: true };
+      value = raw;
+    }
     if (this.prop.default !== undefined && sameValue(value, this.prop.default)) return { omit: true };
     return { value };
   }
