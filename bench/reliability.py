@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,10 @@ def chaos_rows(cycles: int, seed: int) -> list[list[str]]:
     stages = ", ".join(f"{stage} {count}" for stage, count in sorted(report.stages_at_kill.items()))
     return [
         ["kill -9 cycles (faults injected)", str(report.cycles), f"{kills}; in-flight stages at kill: {stages}"],
-        ["jobs accepted / lost", f"{len(report.accepted)} / {len(report.lost)}",
-         ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))],
+        ["jobs accepted / not terminal at the end", f"{len(report.accepted)} / {len(report.lost)}",
+         ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))
+         + "".join(f"; still {state}: {n}" for state, n in sorted(Counter(
+             entry.rsplit(": ", 1)[-1] for entry in report.lost).items()))],
         ["broken or half-written files", str(len(report.broken_files) + len(report.leftovers)),
          "each succeeded MP4 decoded (PyAV) with the requested 9 frames; no .partial/.f32 left"],
         ["untruthful failure messages", str(len(report.untruthful)), ""],

@@ -200,8 +200,8 @@ def _check(server: LiveServer, subscribers: list[Subscriber], report: ChaosRepor
     time.sleep(2)  # a janitor pass (every lease/4 s) sweeps what the last kill left
     for owner, job_id in report.accepted:
         row = final.get(job_id)
-        if row is None or row[2] not in TERMINAL:
-            report.lost.append(job_id)
+        if row is None or row[2] not in TERMINAL:  # with its state, so a failed run can be told apart:
+            report.lost.append(f"{job_id}: {row[2] if row else 'no row'}")  # gone, or queued/processing too long
             continue
         report.statuses[row[2]] += 1
         if row[2] == "failed" and not any(text in (row[3] or "") for text in TRUTHFUL_FAILURES):
