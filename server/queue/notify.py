@@ -121,7 +121,7 @@ class Listener:
                 log.exception("notification callback failed")
 
     def _run(self) -> None:
-        # deferred: psycopg is the PostgreSQL driver; SQLite deployments need not install it.
+        # deferred: only a process listening on PostgreSQL needs the driver (SQLite stores never start this thread).
         import psycopg
 
         while not self._stop.is_set():
