@@ -47,7 +47,8 @@ def chaos_rows(cycles: int, seed: int) -> list[list[str]]:
         ["double completions", str(len(report.double_completions)), "completion events per job in the store"],
         ["SSE completions missed / of another key", f"{len(report.missed_events)} / {len(report.foreign_events)}",
          "4 reconnecting subscribers over 2 keys"],
-        ["chaos run time", f"{report.seconds:.0f} s", ""],
+        ["chaos run time", f"{report.seconds:.0f} s",
+         f"{report.backlog} jobs still to run after the last kill, drained in {report.drain_seconds:.0f} s"],
     ]
 
 
