@@ -2,22 +2,27 @@
 calls and SSE subscribers across several keys, while the worker is busy.
 
 Starts `ltx-server serve --weights tiny` (one worker, three API keys) on a free loopback port with
-a fresh data dir. Then, at once and for a fixed time: SSE subscribers (spread over the keys)
-listen; one enqueuer process per key submits small jobs; poller processes read
-`GET /api/ai/queue/{id}` of their key's jobs as fast as they can; a lister calls
-`GET /api/ai/queue?status=all`. Reports requests per second, p50/p99 of status reads, SSE
-delivery latency (the store's completed_at to the subscriber's read), and whether every
-subscriber got every completion of its own key and none of another key's. Bounded in time and
-count; all traffic on 127.0.0.1.
+a fresh data dir and a long job that keeps the worker computing. Then, at once and for a fixed
+time: SSE subscribers (spread over the keys) listen; one enqueuer process per key submits small
+jobs; poller processes read `GET /api/ai/queue/{id}` of their key's jobs at a fixed total rate;
+a lister calls `GET /api/ai/queue?status=all` at a fixed rate. Polls and lists are an open loop
+(each call has a scheduled time and its latency counts from it, as wrk2 measures), so the p99 is
+the latency at that rate, not the queueing of a closed loop that runs as fast as it can. Reports
+requests per second, p50/p99 of status reads, SSE delivery latency (the store's completed_at to
+the subscriber's read), the CPU the worker and the API used, and whether every subscriber got
+every completion of its own key and none of another key's. Bounded in time and count; all
+traffic on 127.0.0.1.
 
-    python bench/load.py [--seconds 20] [--subscribers 54] [--pollers 2] [--threads 4] [--jobs 6] [--markdown]
+    python bench/load.py [--seconds 20] [--rate 550] [--list-rate 20] [--subscribers 54] [--jobs 6] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -92,23 +97,56 @@ def enqueuer_process(base: str, owner: str, jobs: int, until: float, out) -> Non
     out.put(("enqueue", owner, ids, latencies))
 
 
-def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, threads: int, out) -> None:
+def paced(rate: float, seconds: float, warmup: float, send, record) -> None:
+    """Call `send()` at `rate` per second for `warmup + seconds`, open loop (as wrk2 does): each call has
+    a scheduled time, and `record(latency)` gets the time from that schedule to the answer, so a slow
+    answer also counts against the calls it delayed (no coordinated omission). Calls scheduled in the
+    first `warmup` seconds (every load process starting at once) are made but not recorded."""
+    interval, start = 1.0 / rate, time.perf_counter() + random.uniform(0, 1.0 / rate)
+    for index in range(int(rate * (warmup + seconds))):
+        due = start + index * interval
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        send()
+        if due - start >= warmup:
+            record(time.perf_counter() - due)
+
+
+def raw_client(base: str) -> http.client.HTTPConnection:
+    """A keep-alive connection of the standard library: the load generator shares the server's cores,
+    and http.client costs a fraction of httpx's CPU per request."""
+    host, port = base.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=10)
+
+
+def get(connection: http.client.HTTPConnection, path: str, owner: str) -> None:
+    connection.request("GET", path, headers=headers(owner))
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path}: {response.status}")
+
+
+def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, warmup: float, rate: float,
+                   threads: int, out) -> None:
+    """`threads` connections reading `GET /api/ai/queue/{id}` of random jobs, together `rate` per second."""
     latencies: list[float] = []
     lock = threading.Lock()
-    stop = time.time() + seconds
 
     def loop(seed: int) -> None:
-        rng, mine = random.Random(seed), []
-        with httpx.Client(timeout=10) as client:
-            while time.time() < stop:
-                owner, job_id = rng.choice(targets)
-                clock = time.perf_counter()
-                client.get(f"{base}/api/ai/queue/{job_id}", headers=headers(owner)).raise_for_status()
-                mine.append(time.perf_counter() - clock)
+        rng, mine, connection = random.Random(seed), [], raw_client(base)
+
+        def send() -> None:
+            owner, job_id = rng.choice(targets)
+            get(connection, f"/api/ai/queue/{job_id}", owner)
+
+        paced(rate / threads, seconds, warmup, send, mine.append)
+        connection.close()
         with lock:
             latencies.extend(mine)
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    workers = [threading.Thread(target=loop, args=(os.getpid() * 100 + i,)) for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -116,15 +154,19 @@ def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, th
     out.put(("poll", latencies, seconds))
 
 
-def lister_process(base: str, seconds: float, out) -> None:
-    latencies, stop = [], time.time() + seconds
-    with httpx.Client(timeout=10) as client:
-        while time.time() < stop:
-            owner = random.choice(list(KEYS))
-            clock = time.perf_counter()
-            client.get(base + "/api/ai/queue", params={"status": "all"}, headers=headers(owner)).raise_for_status()
-            latencies.append(time.perf_counter() - clock)
+def lister_process(base: str, seconds: float, warmup: float, rate: float, out) -> None:
+    """`GET /api/ai/queue?status=all` of a random key, `rate` per second (a dashboard's refreshes)."""
+    latencies: list[float] = []
+    connection = raw_client(base)
+    paced(rate, seconds, warmup, lambda: get(connection, "/api/ai/queue?status=all", random.choice(list(KEYS))),
+          latencies.append)
     out.put(("list", latencies, seconds))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ms(values: list[float], q: int) -> str:
@@ -135,17 +177,24 @@ def ms(values: list[float], q: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time, after the warm-up")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--subscribers", type=int, default=54)
+    parser.add_argument("--rate", type=float, default=550.0, help="status reads per second, all pollers together")
+    parser.add_argument("--list-rate", type=float, default=20.0, help="list calls per second")
     parser.add_argument("--pollers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4, help="connections per poller process")
     parser.add_argument("--jobs", type=int, default=6, help="jobs per key")
+    parser.add_argument("--busy-resolution", default="256x256", help="the long job's size")
+    parser.add_argument("--busy-frames", type=int, default=33)
+    parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as data_dir:
         server = LiveServer(Path(data_dir), ["--api-keys", ",".join(f"{o}:{k}" for o, k in KEYS.items()),
-                                             "--rate-limit", "0", "--max-active-jobs", "0", "--keepalive-seconds", "2"])
+                                             "--rate-limit", "0", "--max-active-jobs", "0", "--keepalive-seconds", "2",
+                                             *args.serve_args.split()])
         server.start(timeout=180)
         try:
             report = run(server, args, context)
@@ -157,10 +206,11 @@ def main() -> None:
 def run(server: LiveServer, args, context) -> list[list[str]]:
     base, out = server.base, context.Queue()
     owners = list(KEYS)
-    # A long job keeps the worker busy while the polls run; seed ids give the pollers something to read.
+    # A long job keeps the worker computing while the polls run (the table shows its CPU use); seed ids
+    # give the pollers something to read.
     with httpx.Client(timeout=30) as client:
         busy = client.post(base + "/api/ai/queue", headers=headers(owners[0]), json=tiny_body(
-            prompt="busy [[test-step-delay=1]]", resolution="192x192", num_frames=17)).json()
+            prompt="busy", resolution=args.busy_resolution, num_frames=args.busy_frames)).json()
         targets = [(owners[0], busy["generations"][0]["generation_id"])]
         for owner in owners:
             reply = client.post(base + "/api/ai/queue", headers=headers(owner), json=tiny_body(prompt=f"{owner} seed"))
@@ -177,20 +227,25 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
         process.start()
     for event in ready:
         event.wait(90)
+    worker = server.worker_pid()
+    cpu_before = {pid: cpu_seconds(pid) for pid in (worker, server.process.pid)}
     started = time.time()
-    load = [context.Process(target=enqueuer_process, args=(base, o, args.jobs, started + args.seconds, out))
-            for o in owners]
-    load += [context.Process(target=poller_process, args=(base, targets, args.seconds, args.threads, out))
+    ends = started + args.warmup + args.seconds
+    load = [context.Process(target=enqueuer_process, args=(base, o, args.jobs, ends, out)) for o in owners]
+    load += [context.Process(target=poller_process, args=(base, targets, args.seconds, args.warmup,
+                                                                     args.rate / args.pollers, args.threads, out))
              for _ in range(args.pollers)]
-    load.append(context.Process(target=lister_process, args=(base, args.seconds, out)))
+    load.append(context.Process(target=lister_process, args=(base, args.seconds, args.warmup, args.list_rate, out)))
     for process in load:
         process.start()
     results: dict[str, list] = {"enqueue": [], "poll": [], "list": [], "sse": []}
     pending = len(load)
     while pending:
-        item = out.get(timeout=args.seconds + 120)
+        item = out.get(timeout=args.warmup + args.seconds + 120)
         results[item[0]].append(item[1:])
         pending -= item[0] != "sse"
+    window = time.time() - started
+    cores = {pid: (cpu_seconds(pid) - used) / window for pid, used in cpu_before.items()}
     accepted = {job_id: owner for owner, ids, _lat in results["enqueue"] for job_id in ids}
     accepted.update({job_id: owner for owner, job_id in targets})
     # Wait (bounded) for the accepted jobs to end, then give the subscribers a moment to receive them.
@@ -227,16 +282,21 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
     total = len(polls) + len(lists) + len(enqueues)
     return [
         ["requests/s (polls + lists + enqueues)", f"{total / seconds:.0f}",
-         f"{len(polls)} polls, {len(lists)} lists, {len(enqueues)} enqueues in {seconds:g} s"],
+         f"{len(polls)} polls, {len(lists)} lists in {seconds:g} s after {args.warmup:g} s of warm-up; "
+         f"{len(enqueues)} enqueues"],
         ["GET /api/ai/queue/{id} p50 / p99 ms", f"{ms(polls, 50)} / {ms(polls, 99)}",
-         f"{len(polls) / seconds:.0f} req/s from {args.pollers} processes x {args.threads} threads, worker busy"],
-        ["GET /api/ai/queue?status=all p50 / p99 ms", f"{ms(lists, 50)} / {ms(lists, 99)}", f"{len(lists)} calls"],
+         f"{len(polls) / seconds:.0f} req/s (open loop at {args.rate:g}/s, timed from each call's schedule) from "
+         f"{args.pollers} processes x {args.threads} connections, worker busy"],
+        ["GET /api/ai/queue?status=all p50 / p99 ms", f"{ms(lists, 50)} / {ms(lists, 99)}",
+         f"{len(lists)} calls (open loop at {args.list_rate:g}/s)"],
         ["POST /api/ai/queue p50 / p99 ms", f"{ms(enqueues, 50)} / {ms(enqueues, 99)}",
          f"{len(accepted)} jobs accepted over {len(owners)} keys"],
         ["SSE delivery p50 / p99 ms (completed_at -> read)", f"{ms(delivery, 50)} / {ms(delivery, 99)}",
          f"{len(delivery)} deliveries"],
         ["SSE subscribers that received events / connected", f"{counted} / {args.subscribers}",
          f"{len(owners)} keys; {sum(len(v) for v in owed.values())} completions owed per key set"],
+        ["CPU used during the load (cores)", f"worker {cores[worker]:.2f}, API {cores[server.process.pid]:.2f}",
+         f"a job in flight throughout; the load generator runs on the same machine ({os.cpu_count()} cores)"],
         ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],
     ]
 

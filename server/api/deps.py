@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import Depends, Request
 
 from server.api.errors import APIError
@@ -18,7 +19,7 @@ from server.api.services.janitor import Janitor
 from server.core.auth import LOCAL_OWNER, KeyRing, is_loopback
 from server.core.config import ServerConfig
 from server.core.signing import URLSigner
-from server.queue import SUCCEEDED, Job, JobStore
+from server.queue import SUCCEEDED, Job, JobStore, WouldWait
 from server.results import ResultStore
 
 
@@ -43,6 +44,19 @@ class Services:
     def owned_job(self, generation_id: str, owner: str) -> Job:
         """The caller's generation, or the 404 envelope (another key's id is as unknown as a made-up one)."""
         job = self.store.get(generation_id, owner=owner)
+        if job is None:
+            raise APIError(404, "resource_not_found")
+        return job
+
+    async def read_owned_job(self, generation_id: str, owner: str) -> Job:
+        """`owned_job` for an `async` route: read in the event loop where the store answers without
+        waiting (a SQLite file), else in the thread pool. A status read is the API's most frequent
+        call, and the thread hop cost more than the read itself (about 300 of 660 us per read on
+        the build machine, `bench/load.py`)."""
+        try:
+            job = self.store.get_nowait(generation_id, owner=owner)
+        except WouldWait:
+            return await anyio.to_thread.run_sync(self.owned_job, generation_id, owner)
         if job is None:
             raise APIError(404, "resource_not_found")
         return job

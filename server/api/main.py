@@ -34,6 +34,7 @@ from server.api.schemas import request_schema
 from server.api.services.janitor import Janitor
 from server.core.auth import KeyRing
 from server.core.config import ServerConfig
+from server.core.heap import freeze_startup_heap
 from server.core.signing import URLSigner
 from server.queue import JobStore
 from server.results import open_results
@@ -61,6 +62,7 @@ def create_app(config: ServerConfig, store: JobStore | None = None, keys: KeyRin
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await svc.hub.start()
         upkeep = asyncio.create_task(svc.janitor.run(), name="janitor")
+        freeze_startup_heap()  # the app, its routes and schemas: no full GC pass walks them again
         try:
             yield
         finally:

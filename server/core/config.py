@@ -114,6 +114,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("watchdog_seconds", "--watchdog-seconds", "LTX_WATCHDOG_SECONDS", 600.0,
            "A worker that reports no progress for this long (hung) is killed and restarted; its job is "
            "retried once. 0 = off.", float),
+    Option("worker_nice", "--worker-nice", "LTX_WORKER_NICE", 10,
+           "CPU scheduling niceness added to worker processes (0-19), so that their CPU work never delays "
+           "the API's answers; the GPU does the generating. 0 = the API's priority.", int),
 )
 
 
@@ -153,6 +156,7 @@ class ServerConfig:
     max_active_jobs: int = -1
     job_timeout: float = 0.0
     watchdog_seconds: float = 600.0
+    worker_nice: int = 10
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.

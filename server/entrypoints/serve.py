@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     janitor = Janitor.from_config(config, store, results)
     count = 0 if config.api_only else worker_count(config, gpu_ids)
     supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died,
-                            gpus_per_worker=config.gpus_per_job, watchdog_seconds=config.watchdog_seconds)
+                            gpus_per_worker=config.gpus_per_job, watchdog_seconds=config.watchdog_seconds,
+                            nice=config.worker_nice)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,

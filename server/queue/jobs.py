@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from server.queue.limits import SubmitLimits, peek, take
 from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS, notify
@@ -37,6 +38,15 @@ from server.queue.tables import (
 )
 
 MAX_OFFSET = 2**62
+# The status read is the API's hottest query: built once with bound parameters, it skips SQLAlchemy's
+# per-call statement construction and cache-key walk (273 -> 111 us per read on the build machine).
+_GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_GET_OWNED = _GET.where(jobs.c.owner == bindparam("owner"))
+QUICK_BUSY_SECONDS = 0.005  # how long `get_nowait` may wait on a SQLite lock before it gives up
+
+
+class WouldWait(Exception):
+    """`get_nowait` cannot answer without waiting: the store is not a local file, or it is locked."""
 
 
 def _job(row: Any) -> Job:
@@ -47,6 +57,7 @@ class JobQueue:
     """Jobs and their start images (mixed into `JobStore`, which owns `engine` and `_event`)."""
 
     engine: Engine
+    quick_engine: Engine | None
     schema: str
     _event: Any
 
@@ -90,11 +101,28 @@ class JobQueue:
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """One job, or None (also None when `owner` is given and differs)."""
-        query = select(jobs).where(jobs.c.id == job_id)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
+        params = {"job_id": job_id} if owner is None else {"job_id": job_id, "owner": owner}
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_GET if owner is None else _GET_OWNED, params).first()
+        return _job(row) if row else None
+
+    def get_nowait(self, job_id: str, owner: str | None = None) -> Job | None:
+        """`get` for a caller that must not block (an event loop), or `WouldWait`.
+
+        Only a SQLite file answers: a read there is a local page lookup, and in WAL mode readers do
+        not wait for writers; a lock that would make it wait more than `QUICK_BUSY_SECONDS` (a
+        checkpoint, a store held EXCLUSIVE) raises `WouldWait`, as does a network store, whose
+        round trip belongs in a thread.
+        """
+        quick = self.quick_engine
+        if quick is None:
+            raise WouldWait
+        params = {"job_id": job_id} if owner is None else {"job_id": job_id, "owner": owner}
+        try:
+            with quick.connect() as conn:
+                row = conn.execute(_GET if owner is None else _GET_OWNED, params).first()
+        except OperationalError as exc:  # "database is locked" and other trouble: the patient path decides
+            raise WouldWait from exc
         return _job(row) if row else None
 
     def list(
@@ -141,8 +169,12 @@ class JobQueue:
         query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(order)
         counted = self._filtered(select(func.count()).select_from(jobs), owner, statuses, model, media_type)
         with self.engine.connect() as conn:
-            total = int(conn.execute(counted).scalar_one())
             rows = conn.execute(query.offset(offset).limit(limit)).all()
+            # A short page that starts within the rows is the end: the count is known without a second query.
+            if len(rows) < limit and (rows or offset == 0):
+                total = offset + len(rows)
+            else:
+                total = int(conn.execute(counted).scalar_one())
         return [_job(row) for row in rows], total
 
     def after(self, owner: str | None, after_id: str | None, limit: int,

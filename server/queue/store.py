@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select
 
 from server.queue.events import EventLog
-from server.queue.jobs import JobQueue
+from server.queue.jobs import QUICK_BUSY_SECONDS, JobQueue
 from server.queue.notify import Listener
 from server.queue.schema import migrate
 from server.queue.stats import StoreStats
@@ -27,6 +27,9 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
     def __init__(self, url: str, *, create: bool = True):
         self.url = url
         self.engine = make_engine(url)
+        # For reads that must not wait (`get_nowait`): a SQLite file only; a lock makes them give up.
+        local_file = self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:")
+        self.quick_engine = make_engine(url, busy_timeout=QUICK_BUSY_SECONDS) if local_file else None
         self.schema = _current_schema(self.engine)
         # Started by the processes that wait on the store (workers, the SSE hub): `listener.start()`.
         self.listener = Listener(url, self.schema)
@@ -46,6 +49,8 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
         """Stop listening and release pooled connections."""
         self.listener.close()
         self.engine.dispose()
+        if self.quick_engine is not None:
+            self.quick_engine.dispose()
 
 
 def _current_schema(engine: Engine) -> str:

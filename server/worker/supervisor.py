@@ -45,6 +45,21 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _child_setup(nice: int) -> Callable[[], None]:
+    """What a worker runs between fork and exec: die with the supervisor, and lower its CPU priority by
+    `nice`. The API shares the host's cores with the workers; a worker's CPU work (the launch loop, a
+    CPU model, muxing) is throughput work, an HTTP answer is latency work, so the kernel should run
+    the API first whenever both want a core (the ranks of a group inherit it)."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if nice > 0:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
+
+    return setup
+
+
 @dataclass
 class WorkerSlot:
     """One worker position (e.g. one GPU) and the process currently filling it."""
@@ -72,8 +87,10 @@ class Supervisor:
         on_exit: Callable[[str, str], object] | None = None,
         gpus_per_worker: int = 1,
         watchdog_seconds: float = 0.0,
+        nice: int = 0,
     ):
         self.command = list(command)
+        self._child_setup = _child_setup(nice)
         self.on_exit = on_exit
         self.watchdog_seconds = watchdog_seconds
         self._progress_dir = Path(tempfile.mkdtemp(prefix="ltx-watchdog-")) if watchdog_seconds > 0 else None
@@ -110,7 +127,7 @@ class Supervisor:
         slot.hung = ""
         if self._progress_dir is not None:
             self.progress_file(slot).unlink(missing_ok=True)  # the clock starts at the new worker's first touch
-        slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=_die_with_parent)
+        slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=self._child_setup)
         slot.started_at = time.monotonic()
         log.info("worker %d started: pid %d, id %s", slot.index, slot.process.pid, slot.worker_id)
 

@@ -40,6 +40,7 @@ from pipeline.engine import Engine, Progress, gpu_memory
 from pipeline.errors import Cancelled, OutOfMemory, Refused
 from server.api.schemas import VideoRequest, conditioning_request
 from server.core.debris import sweep_leftovers
+from server.core.heap import freeze_startup_heap
 from server.core.job_logs import job_context
 from server.core.size_buckets import size_bucket
 from server.queue import KEYFRAME_IMAGES, Job, JobStore
@@ -144,6 +145,7 @@ class Worker:
                      info.version_text, info.device, time.perf_counter() - started)
             if info.plan_summary:
                 log.info("worker %s: %s", self.worker_id, info.plan_summary)
+            freeze_startup_heap()  # the model's modules and tensors live as long as the process
         info = self.engine.info
         self.store.register_worker(self.worker_id, info.device, os.getpid(), True, info.smoke_test, info.notice)
 

@@ -46,9 +46,9 @@ def browse_generations(
 
 
 @router.get("/api/ai/generations/{generation_id}")
-def browse_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
-                      svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+async def browse_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
+                            svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
     """One generation in Oxen's resource envelope."""
-    job = svc.owned_job(generation_id, owner)
+    job = await svc.read_owned_job(generation_id, owner)
     return JSONResponse({"generation": generation_row(job, svc.result_url(request, job)),
                          "status": "success", "status_message": "resource_found"})

@@ -28,10 +28,10 @@ async def enqueue(request: Request, owner: str = Depends(current_owner),
 
 
 @router.get("/api/ai/queue/{generation_id}")
-def get_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
-                   svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+async def get_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
+                         svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
     """One generation, in any state (records persist)."""
-    job = svc.owned_job(generation_id, owner)
+    job = await svc.read_owned_job(generation_id, owner)
     return JSONResponse(generation_row(job, svc.result_url(request, job)))
 
 

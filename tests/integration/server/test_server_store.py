@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
+import time
 
 import pytest
 
 from server.api.events import oxen_payload
-from server.queue import FAILED, PROCESSING, QUEUED, SUCCEEDED, JobStore, NewJob
+from server.queue import FAILED, PROCESSING, QUEUED, SUCCEEDED, JobStore, NewJob, WouldWait
 
 IMAGE = b"\x89PNG fake image bytes"
 SHA = hashlib.sha256(IMAGE).hexdigest()
@@ -185,3 +187,46 @@ def test_workers_registry(store):
     assert store.live_workers(max_age=5, now=30.0) == []
     store.remove_worker("w1")
     assert store.live_workers(max_age=1e9) == []
+
+
+def test_get_nowait_reads_a_sqlite_file_and_defers_a_network_store(store, store_url):
+    """The API's in-loop status read: on SQLite the same answer as `get`; PostgreSQL goes to a thread."""
+    (job,) = store.enqueue([new()], IMAGE)
+    if store_url.startswith("postgresql"):
+        with pytest.raises(WouldWait):
+            store.get_nowait(job.id, owner="alice")
+        return
+    assert store.get_nowait(job.id, owner="alice") == store.get(job.id, owner="alice")
+    assert store.get_nowait(job.id) == store.get(job.id)
+    assert store.get_nowait(job.id, owner="bob") is None and store.get_nowait("no-such-id") is None
+
+
+def test_get_nowait_gives_up_at_once_on_a_locked_sqlite_file(tmp_path):
+    """A file no reader may open (exclusive locking mode, a write in progress): `WouldWait` within
+    milliseconds, where `get` would wait out its 10 s busy timeout on the event loop."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    (job,) = store.enqueue([new()], IMAGE)
+    store.close()  # pooled connections would keep the holder below from its exclusive lock
+    holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE jobs SET progress = 0.5")
+    try:
+        started = time.monotonic()
+        with pytest.raises(WouldWait):
+            store.get_nowait(job.id, owner="alice")
+        assert time.monotonic() - started < 1.0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.get_nowait(job.id, owner="alice").id == job.id
+    store.close()
+
+
+def test_page_totals_with_and_without_the_count_query(store):
+    created = store.enqueue([new() for _ in range(3)], IMAGE)
+    ids = [job.id for job in created]
+    for offset, limit, page_ids in ((0, 10, ids), (0, 2, ids[:2]), (2, 2, ids[2:]), (3, 2, []), (9, 2, [])):
+        found, total = store.page(owner="alice", statuses=None, offset=offset, limit=limit)
+        assert ([job.id for job in found], total) == (page_ids, 3), (offset, limit)
+    assert store.page(owner="bob", statuses=None, limit=5) == ([], 0)

@@ -226,3 +226,29 @@ def test_oversized_bodies_are_refused_before_parsing(tmp_path):
     with TestClient(app) as client:
         response = client.post("/api/ai/queue", content=b"{" + b" " * (2 * 2**20) + b"}")
         assert response.status_code == 400 and "larger than 1 MiB" in response.json()["error"]["detail"]
+
+
+def test_the_api_freezes_its_startup_heap_and_reads_status_in_the_loop(tmp_path):
+    """Once started, the app's objects are out of the collector's full passes, and a status read on a
+    SQLite store answers from the event loop (no thread hop): the same answer the thread path gives."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from server.api.main import create_app
+    from server.queue import NewJob
+
+    gc.unfreeze()
+    app = create_app(_app_config(tmp_path, insecure=True))
+    store = app.state.store
+    (job,) = store.enqueue([NewJob("local", "m", {"prompt": "p", "seed": 1}, "sha")], b"img")
+    try:
+        with TestClient(app) as client:
+            assert gc.get_freeze_count() > 0
+            fast = client.get(f"/api/ai/queue/{job.id}")
+            store.quick_engine = None  # as on PostgreSQL: the read goes through the thread pool
+            slow = client.get(f"/api/ai/queue/{job.id}")
+            assert fast.status_code == slow.status_code == 200 and fast.json() == slow.json()
+            assert client.get("/api/ai/queue/unknown").json()["error"]["type"] == "resource_not_found"
+    finally:
+        gc.unfreeze()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import sys
 import threading
 import time
@@ -59,6 +61,16 @@ def test_worker_claims_and_completes(tmp_path):
 def test_worker_factory_is_called_by_load(tmp_path):
     store, worker, _job = setup(tmp_path, lambda: FakeEngine())
     assert worker.engine is not None and worker.engine.info.device == "cpu"
+
+
+def test_loading_the_model_freezes_the_startup_heap(tmp_path):
+    """After load, the model's objects are out of the collector's full passes (they were ~300 ms each)."""
+    gc.unfreeze()
+    try:
+        setup(tmp_path, lambda: FakeEngine())
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_out_of_memory_fails_the_job_naming_the_phase(tmp_path):
@@ -123,3 +135,17 @@ def test_event_hub_delivers_and_honours_the_grace_window(tmp_path):
     assert connected.startswith(": connected")
     assert recent.id in first and old.id not in first
     assert "media_generation_started" in started and live_id in started
+
+
+def test_supervisor_lowers_the_workers_cpu_priority():
+    """Workers run `nice` below the API (so their CPU work cannot delay HTTP answers); 0 leaves them level."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    found = {}
+    for nice in (7, 0):
+        supervisor = Supervisor([sys.executable, "-c", "import time; time.sleep(30)"], 1, nice=nice)
+        supervisor.start()
+        try:
+            found[nice] = os.getpriority(os.PRIO_PROCESS, supervisor.slots[0].process.pid)
+        finally:
+            supervisor.stop(timeout=5)
+    assert found == {7: min(own + 7, 19), 0: own}
