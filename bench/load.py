@@ -163,6 +163,16 @@ def lister_process(base: str, seconds: float, warmup: float, rate: float, out) -
     out.put(("list", latencies, seconds))
 
 
+def in_flight_share(intervals: list[tuple[float, float | None]], start: float, end: float) -> float:
+    """The share of [start, end] during which at least one of the (started_at, completed_at) intervals ran."""
+    covered, reach = 0.0, start
+    for begin, finish in sorted((b, f if f is not None else end) for b, f in intervals):
+        begin, finish = max(begin, reach), min(finish, end)
+        if finish > begin:
+            covered, reach = covered + finish - begin, finish
+    return covered / (end - start)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process (Linux /proc), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -189,6 +199,7 @@ def main() -> None:
     parser.add_argument("--busy-frames", type=int, default=33)
     parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the counts (requests, subscribers, misses) here")
     args = parser.parse_args()
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as data_dir:
@@ -197,13 +208,15 @@ def main() -> None:
                                              *args.serve_args.split()])
         server.start(timeout=180)
         try:
-            report = run(server, args, context)
+            report, counts = run(server, args, context)
         finally:
             server.cleanup()
     print_table(["what", "value", "notes"], report, args.markdown)
+    if args.json:
+        args.json.write_text(json.dumps(counts, indent=1))
 
 
-def run(server: LiveServer, args, context) -> list[list[str]]:
+def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
     base, out = server.base, context.Queue()
     owners = list(KEYS)
     # A long job keeps the worker computing while the polls run (the table shows its CPU use); seed ids
@@ -258,6 +271,8 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
                 break
             time.sleep(1)
     completed_at = dict(server.db("SELECT id, completed_at FROM jobs WHERE status IN ('succeeded', 'failed')"))
+    running = server.db("SELECT started_at, completed_at FROM jobs WHERE started_at IS NOT NULL")
+    busy = in_flight_share(running, started + args.warmup, ends)
     owner_of = dict(server.db("SELECT id, owner FROM jobs"))
     time.sleep(3)  # the last completions reach the subscribers (keep-alives every 2 s wake them to stop)
     stop_listening.set()
@@ -280,6 +295,9 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
     foreign = sum(1 for sub, ids in got.items() for j in ids if owner_of.get(j) != sub[2])
     seconds = args.seconds
     total = len(polls) + len(lists) + len(enqueues)
+    counts = {"polls": len(polls), "lists": len(lists), "accepted": len(accepted), "deliveries": len(delivery),
+              "subscribers": args.subscribers, "subscribers_with_events": counted, "owed": sum(map(len, owed.values())),
+              "missed": missing, "foreign": foreign, "in_flight_share": busy}
     return [
         ["requests/s (polls + lists + enqueues)", f"{total / seconds:.0f}",
          f"{len(polls)} polls, {len(lists)} lists in {seconds:g} s after {args.warmup:g} s of warm-up; "
@@ -296,9 +314,10 @@ def run(server: LiveServer, args, context) -> list[list[str]]:
         ["SSE subscribers that received events / connected", f"{counted} / {args.subscribers}",
          f"{len(owners)} keys; {sum(len(v) for v in owed.values())} completions owed per key set"],
         ["CPU used during the load (cores)", f"worker {cores[worker]:.2f}, API {cores[server.process.pid]:.2f}",
-         f"a job in flight throughout; the load generator runs on the same machine ({os.cpu_count()} cores)"],
+         f"a job in flight {busy:.0%} of the measured time; the load generator runs on the same machine "
+         f"({os.cpu_count()} cores)"],
         ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],
-    ]
+    ], counts
 
 
 if __name__ == "__main__":
