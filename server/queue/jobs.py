@@ -101,10 +101,7 @@ class JobQueue:
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """One job, or None (also None when `owner` is given and differs)."""
-        params = {"job_id": job_id} if owner is None else {"job_id": job_id, "owner": owner}
-        with self.engine.connect() as conn:
-            row = conn.execute(_GET if owner is None else _GET_OWNED, params).first()
-        return _job(row) if row else None
+        return self._read_job(self.engine, job_id, owner)
 
     def get_nowait(self, job_id: str, owner: str | None = None) -> Job | None:
         """`get` for a caller that must not block (an event loop), or `WouldWait`.
@@ -114,15 +111,18 @@ class JobQueue:
         checkpoint, a store held EXCLUSIVE) raises `WouldWait`, as does a network store, whose
         round trip belongs in a thread.
         """
-        quick = self.quick_engine
-        if quick is None:
+        if self.quick_engine is None:
             raise WouldWait
-        params = {"job_id": job_id} if owner is None else {"job_id": job_id, "owner": owner}
         try:
-            with quick.connect() as conn:
-                row = conn.execute(_GET if owner is None else _GET_OWNED, params).first()
+            return self._read_job(self.quick_engine, job_id, owner)
         except OperationalError as exc:  # "database is locked" and other trouble: the patient path decides
             raise WouldWait from exc
+
+    @staticmethod
+    def _read_job(engine: Engine, job_id: str, owner: str | None) -> Job | None:
+        params = {"job_id": job_id} if owner is None else {"job_id": job_id, "owner": owner}
+        with engine.connect() as conn:
+            row = conn.execute(_GET if owner is None else _GET_OWNED, params).first()
         return _job(row) if row else None
 
     def list(
