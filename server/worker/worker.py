@@ -250,7 +250,8 @@ class Worker:
                 info["enhanced_prompt"] = result.enhanced_prompt
             if getattr(result, "enhance_note", None):
                 info["enhance_prompt_note"] = result.enhance_note
-            if not self.store.is_still_mine(job.id, self.worker_id):  # cancelled while decoding: no upload
+            # Cancelled while decoding: no upload. A store that is down now must not fail a finished job.
+            if not self._persist(self.store.is_still_mine, job.id, self.worker_id):
                 Path(result.path).unlink(missing_ok=True)
                 raise Cancelled("the job was cancelled or taken over while finishing")
             key = self.results.publish(job.owner, job.id, Path(result.path))

@@ -11,6 +11,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from pipeline.engine import EngineInfo, Progress, Result
 from pipeline.errors import Cancelled, OutOfMemory
 from server.api.events import EventHub
@@ -71,6 +73,22 @@ def test_loading_the_model_freezes_the_startup_heap(tmp_path):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_job_that_finishes_while_the_store_is_down_still_succeeds(tmp_path):
+    """The last ownership check before publishing waits the store out like the outcome's write does
+    (it used to fail a finished job with the connection error)."""
+    store, worker, job = setup(tmp_path, FakeEngine())
+    real, outage = store.is_still_mine, iter([True, True])
+
+    def flaky(job_id: str, worker_id: str) -> bool:
+        if next(outage, False):
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+        return real(job_id, worker_id)
+
+    store.is_still_mine = flaky
+    worker.run_job(store.claim_next("w", 5))
+    assert store.get(job.id).status == "succeeded"
 
 
 def test_out_of_memory_fails_the_job_naming_the_phase(tmp_path):
