@@ -287,6 +287,15 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
         results[item[0]].append(item[1:])
     for process in [*subs, *load]:
         process.join(timeout=10)
+    cpu = {"worker": cores[worker], "API": cores[server.process.pid]}
+    return tally(args, results, everyone, accepted, completed_at, owner_of, busy, cpu)
+
+
+def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[str, str],
+          completed_at: dict[str, float], owner_of: dict[str, str], busy: float,
+          cpu: dict[str, float]) -> tuple[list[list[str]], dict]:
+    """The table's rows and the counts (`--json`) from what the load processes reported."""
+    owners = list(KEYS)
     polls = [x for lat, _s in results["poll"] for x in lat]
     poll_span = max(span for _lat, span in results["poll"])  # the real time the polls took
     lists = [x for lat, _s in results["list"] for x in lat]
@@ -320,7 +329,7 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
          f"{len(delivery)} deliveries"],
         ["SSE subscribers that received events / connected", f"{counted} / {args.subscribers}",
          f"{len(owners)} keys; {sum(len(v) for v in owed.values())} completions owed per key set"],
-        ["CPU used during the load (cores)", f"worker {cores[worker]:.2f}, API {cores[server.process.pid]:.2f}",
+        ["CPU used during the load (cores)", ", ".join(f"{name} {used:.2f}" for name, used in cpu.items()),
          f"a job in flight {busy:.0%} of the measured time; the load generator runs on the same machine "
          f"({os.cpu_count()} cores)"],
         ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],

@@ -22,14 +22,7 @@ from server.core.debris import leftover_job_id, sweep_leftovers
 from server.core.liveness import local_worker_gone
 from server.core.paths import DataPaths
 from server.queue import JobStore, NewJob
-from serverkit import KEY_A, KEY_B, png_bytes, tiny_body
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    config = ServerConfig(data_dir=tmp_path_factory.mktemp("api"), api_keys=f"alice:{KEY_A},bob:{KEY_B}")
-    with TestClient(create_app(config), client=("127.0.0.1", 50000)) as client:
-        yield client
+from serverkit import KEY_A, png_bytes, tiny_body
 
 
 def auth(key: str = KEY_A) -> dict[str, str]:
