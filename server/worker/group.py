@@ -141,7 +141,10 @@ class GroupLauncher:
             if all(code is not None for code in codes):
                 return 0 if self.stopping.is_set() and all(code == 0 for code in codes) else _failure(codes)
             if not self.stopping.is_set():
-                for rank, code in enumerate(codes):
+                # A rank killed by a signal first: when the others have already died of its absence
+                # (a collective failed), the log should name the cause, not the lowest rank.
+                ended = sorted(enumerate(codes), key=lambda item: not (item[1] is not None and item[1] < 0))
+                for rank, code in ended:
                     if code is not None and (code != 0 or rank == 0):
                         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                         log.error("%s: rank %d %s; stopping the group", self.label, rank, how)
