@@ -138,18 +138,17 @@ class GroupLauncher:
                  ", ".join(str(p.pid) for p in self.processes), address)
         while True:
             codes = [process.poll() for process in self.processes]
-            if all(code is not None for code in codes):
-                return 0 if self.stopping.is_set() and all(code == 0 for code in codes) else _failure(codes)
-            if not self.stopping.is_set():
-                # A rank killed by a signal first: when the others have already died of its absence
-                # (a collective failed), the log should name the cause, not the lowest rank.
-                ended = sorted(enumerate(codes), key=lambda item: not (item[1] is not None and item[1] < 0))
-                for rank, code in ended:
-                    if code is not None and (code != 0 or rank == 0):
-                        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-                        log.error("%s: rank %d %s; stopping the group", self.label, rank, how)
-                        self._end_all(FAILURE_GRACE_SECONDS if code != 0 else STOP_GRACE_SECONDS)
-                        return _failure([code]) if code != 0 else 0
+            if self.stopping.is_set():
+                if all(code is not None for code in codes):
+                    return 0 if all(code == 0 for code in codes) else _failure(codes)
+            else:
+                cause = _first_ended(codes)
+                if cause is not None:
+                    rank, code = cause
+                    how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                    log.error("%s: rank %d %s; stopping the group", self.label, rank, how)
+                    self._end_all(FAILURE_GRACE_SECONDS if code != 0 else STOP_GRACE_SECONDS)
+                    return _failure([code]) if code != 0 else 0
             time.sleep(0.1)
 
     def _end_all(self, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -163,6 +162,19 @@ class GroupLauncher:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _first_ended(codes: list[int | None]) -> tuple[int, int] | None:
+    """The rank whose end stops the group, with its status, or None while the group runs on.
+
+    Any rank exiting non-zero, or the leader exiting at all, ends the group. A rank killed by a
+    signal is named first: when the others have already died of its absence (a collective failed,
+    possibly all within one poll), the log should name the cause, not the lowest rank.
+    """
+    ended = [(rank, code) for rank, code in enumerate(codes) if code is not None and (code != 0 or rank == 0)]
+    if not ended:
+        return None
+    return min(ended, key=lambda item: (not item[1] < 0, item[0]))
 
 
 def _failure(codes: list[int | None]) -> int:
