@@ -12,8 +12,9 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select
 
 from server.queue.events import EventLog
-from server.queue.jobs import QUICK_BUSY_SECONDS, JobQueue
+from server.queue.jobs import GET_JOB, QUICK_BUSY_SECONDS, JobQueue, job_from_columns
 from server.queue.notify import Listener
+from server.queue.quick_read import QuickRowReader
 from server.queue.schema import migrate
 from server.queue.stats import StoreStats
 from server.queue.tables import make_engine as make_engine
@@ -30,6 +31,7 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
         # For reads that must not wait (`get_nowait`): a SQLite file only; a lock makes them give up.
         local_file = self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:")
         self.quick_engine = make_engine(url, busy_timeout=QUICK_BUSY_SECONDS) if local_file else None
+        self.quick_reads = QuickRowReader(self.quick_engine, GET_JOB, job_from_columns) if self.quick_engine else None
         self.schema = _current_schema(self.engine)
         # Started by the processes that wait on the store (workers, the SSE hub): `listener.start()`.
         self.listener = Listener(url, self.schema)
@@ -49,6 +51,8 @@ class JobStore(JobQueue, EventLog, WorkerRegistry, StoreStats):
         """Stop listening and release pooled connections."""
         self.listener.close()
         self.engine.dispose()
+        if self.quick_reads is not None:
+            self.quick_reads.close()
         if self.quick_engine is not None:
             self.quick_engine.dispose()
 

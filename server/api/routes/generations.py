@@ -7,7 +7,7 @@ import math
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from server.api.deps import Services, current_owner, services
+from server.api.deps import Services, caller, current_owner, services
 from server.api.errors import APIError
 from server.api.routes.queue import parse_statuses
 from server.api.schemas import generation_row
@@ -46,9 +46,9 @@ def browse_generations(
 
 
 @router.get("/api/ai/generations/{generation_id}")
-async def browse_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
-                            svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+async def browse_generation(generation_id: str, request: Request) -> JSONResponse:
     """One generation in Oxen's resource envelope."""
+    svc, owner = caller(request)  # a status read: no `Depends`
     job = await svc.read_owned_job(generation_id, owner)
     return JSONResponse({"generation": generation_row(job, svc.result_url(request, job)),
                          "status": "success", "status_message": "resource_found"})

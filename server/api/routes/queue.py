@@ -6,7 +6,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from server.api.deps import Services, body_doc, current_owner, read_json, services
+from server.api.deps import Services, body_doc, caller, current_owner, read_json, services
 from server.api.errors import APIError
 from server.api.schemas import QueueBody, generation_row
 from server.api.services.accept import accept
@@ -28,9 +28,9 @@ async def enqueue(request: Request, owner: str = Depends(current_owner),
 
 
 @router.get("/api/ai/queue/{generation_id}")
-async def get_generation(generation_id: str, request: Request, owner: str = Depends(current_owner),
-                         svc: Services = Depends(services)) -> JSONResponse:  # noqa: B008
+async def get_generation(generation_id: str, request: Request) -> JSONResponse:
     """One generation, in any state (records persist)."""
+    svc, owner = caller(request)  # the API's most frequent call: no `Depends`
     job = await svc.read_owned_job(generation_id, owner)
     return JSONResponse(generation_row(job, svc.result_url(request, job)))
 

@@ -201,6 +201,22 @@ def test_get_nowait_reads_a_sqlite_file_and_defers_a_network_store(store, store_
     assert store.get_nowait(job.id, owner="bob") is None and store.get_nowait("no-such-id") is None
 
 
+def test_get_nowait_sees_every_committed_change_at_once(tmp_path):
+    """The quick reader keeps one connection per thread: it must never read from an old snapshot."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    (job,) = store.enqueue([new()], IMAGE)
+    assert store.get_nowait(job.id).status == "queued"
+    claimed = store.claim_next("w1", lease_seconds=30)
+    assert store.get_nowait(job.id) == claimed  # every column, decoded as `get` decodes it
+    store.cancel(job.id)
+    assert store.get_nowait(job.id).status == "cancelled" == store.get(job.id).status
+    other = JobStore(store.url)  # another process's writes (its own engine) are seen too
+    (second,) = other.enqueue([new()], IMAGE)
+    assert store.get_nowait(second.id) == other.get(second.id)
+    other.close()
+    store.close()
+
+
 def test_get_nowait_gives_up_at_once_on_a_locked_sqlite_file(tmp_path):
     """A file no reader may open (exclusive locking mode, a write in progress): `WouldWait` within
     milliseconds, where `get` would wait out its 10 s busy timeout on the event loop."""

@@ -246,7 +246,7 @@ def test_the_api_freezes_its_startup_heap_and_reads_status_in_the_loop(tmp_path)
         with TestClient(app) as client:
             assert gc.get_freeze_count() > 0
             fast = client.get(f"/api/ai/queue/{job.id}")
-            store.quick_engine = None  # as on PostgreSQL: the read goes through the thread pool
+            store.quick_reads = None  # as on PostgreSQL: the read goes through the thread pool
             slow = client.get(f"/api/ai/queue/{job.id}")
             assert fast.status_code == slow.status_code == 200 and fast.json() == slow.json()
             assert client.get("/api/ai/queue/unknown").json()["error"]["type"] == "resource_not_found"
