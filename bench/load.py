@@ -101,19 +101,25 @@ def enqueuer_process(base: str, owner: str, jobs: int, until: float, out) -> Non
 
 def paced(rate: float, seconds: float, warmup: float, send, record) -> float:
     """Call `send()` at `rate` per second for `warmup + seconds`, open loop (as wrk2 does): each call has
-    a scheduled time, and `record(latency)` gets the time from that schedule to the answer, so a slow
-    answer also counts against the calls it delayed (no coordinated omission). Calls scheduled in the
-    first `warmup` seconds (every load process starting at once) are made but not recorded. Returns
-    how long the recorded calls took in fact (longer than `seconds` when the server fell behind)."""
+    a scheduled time, and `record(latency, lag)` gets the time from that schedule to the answer, so a slow
+    answer also counts against the calls it delayed (no coordinated omission), and the generator's own
+    lag: how late it sent a call whose connection was free (its timer or a busy core, not the server).
+    Calls scheduled in the first `warmup` seconds (every load process starting at once) are made but
+    not recorded. Returns how long the recorded calls took in fact (longer than `seconds` when the
+    server fell behind)."""
     interval, start = 1.0 / rate, time.perf_counter() + random.uniform(0, 1.0 / rate)
+    free_since = start
     for index in range(int(rate * (warmup + seconds))):
         due = start + index * interval
         wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
+        sent = time.perf_counter()
         send()
+        done = time.perf_counter()
         if due - start >= warmup:
-            record(time.perf_counter() - due)
+            record(done - due, sent - max(due, free_since))
+        free_since = done
     return time.perf_counter() - (start + warmup)
 
 
@@ -135,7 +141,7 @@ def get(connection: http.client.HTTPConnection, path: str, owner: str) -> None:
 def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, warmup: float, rate: float,
                    threads: int, out) -> None:
     """`threads` connections reading `GET /api/ai/queue/{id}` of random jobs, together `rate` per second."""
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     spans: list[float] = []
     lock = threading.Lock()
 
@@ -146,7 +152,7 @@ def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, wa
             owner, job_id = rng.choice(targets)
             get(connection, f"/api/ai/queue/{job_id}", owner)
 
-        span = paced(rate / threads, seconds, warmup, send, mine.append)
+        span = paced(rate / threads, seconds, warmup, send, lambda *call: mine.append(call))
         connection.close()
         with lock:
             latencies.extend(mine)
@@ -162,10 +168,10 @@ def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, wa
 
 def lister_process(base: str, seconds: float, warmup: float, rate: float, out) -> None:
     """`GET /api/ai/queue?status=all` of a random key, `rate` per second (a dashboard's refreshes)."""
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     connection = raw_client(base)
     span = paced(rate, seconds, warmup, lambda: get(connection, "/api/ai/queue?status=all",
-                                                    random.choice(list(KEYS))), latencies.append)
+                                                    random.choice(list(KEYS))), lambda *call: latencies.append(call))
     out.put(("list", latencies, span))
 
 
@@ -185,6 +191,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """How long a process's main thread (the API's event loop) has waited, runnable, for a core."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def ms(values: list[float], q: int) -> str:
     if len(values) < 2:
         return "-"
@@ -202,7 +213,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="connections per poller process")
     parser.add_argument("--jobs", type=int, default=6, help="jobs per key")
     parser.add_argument("--busy-resolution", default="256x256", help="the long job's size")
-    parser.add_argument("--busy-frames", type=int, default=65)
+    parser.add_argument("--busy-frames", type=int, default=121)
     parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the counts (requests, subscribers, misses) here")
@@ -247,7 +258,8 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
     for event in ready:
         event.wait(90)
     worker = server.worker_pid()
-    cpu_before = {pid: cpu_seconds(pid) for pid in (worker, server.process.pid)}
+    cpu_before = {pid: cpu_seconds(pid) for pid in (worker, server.process.pid, *(p.pid for p in subs))}
+    waited_before = runqueue_wait_seconds(server.process.pid)
     started = time.time()
     ends = started + args.warmup + args.seconds
     load = [context.Process(target=enqueuer_process, args=(base, o, args.jobs, ends, out)) for o in owners]
@@ -264,7 +276,10 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
         results[item[0]].append(item[1:])
         pending -= item[0] != "sse"
     window = time.time() - started
-    cores = {pid: (cpu_seconds(pid) - used) / window for pid, used in cpu_before.items()}
+    waited = (runqueue_wait_seconds(server.process.pid) - waited_before) / window
+    # The load processes have put their results and exited, but are not yet reaped: /proc still has them.
+    cores = {pid: (cpu_seconds(pid) - cpu_before.get(pid, 0.0)) / window
+             for pid in [*cpu_before, *(p.pid for p in load)]}
     accepted = {job_id: owner for owner, ids, _lat in results["enqueue"] for job_id in ids}
     accepted.update({job_id: owner for owner, job_id in targets})
     # Wait (bounded) for the accepted jobs to end, then give the subscribers a moment to receive them.
@@ -287,18 +302,20 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
         results[item[0]].append(item[1:])
     for process in [*subs, *load]:
         process.join(timeout=10)
-    cpu = {"worker": cores[worker], "API": cores[server.process.pid]}
-    return tally(args, results, everyone, accepted, completed_at, owner_of, busy, cpu)
+    cpu = {"worker": cores[worker], "API": cores[server.process.pid],
+           "load generator": sum(used for pid, used in cores.items() if pid not in (worker, server.process.pid))}
+    return tally(args, results, everyone, accepted, completed_at, owner_of, busy, cpu, waited)
 
 
 def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[str, str],
           completed_at: dict[str, float], owner_of: dict[str, str], busy: float,
-          cpu: dict[str, float]) -> tuple[list[list[str]], dict]:
+          cpu: dict[str, float], waited: float) -> tuple[list[list[str]], dict]:
     """The table's rows and the counts (`--json`) from what the load processes reported."""
     owners = list(KEYS)
-    polls = [x for lat, _s in results["poll"] for x in lat]
+    polls = [latency for calls, _s in results["poll"] for latency, _lag in calls]
+    lags = [lag for calls, _s in results["poll"] for _latency, lag in calls]
     poll_span = max(span for _lat, span in results["poll"])  # the real time the polls took
-    lists = [x for lat, _s in results["list"] for x in lat]
+    lists = [latency for calls, _s in results["list"] for latency, _lag in calls]
     enqueues = [x for _o, _i, lat in results["enqueue"] for x in lat]
     received = [row for (rows,) in results["sse"] for row in rows]
     delivery = [arrived - completed_at[job_id] for _sub, job_id, arrived in received if job_id in completed_at]
@@ -321,6 +338,8 @@ def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[s
          f"{len(polls) / poll_span:.0f} req/s answered (open loop at {args.rate:g}/s, timed from each call's "
          f"schedule) from "
          f"{args.pollers} processes x {args.threads} connections, worker busy"],
+        ["load generator's lag p50 / p99 ms", f"{ms(lags, 50)} / {ms(lags, 99)}",
+         "how late a status read was sent although its connection was free (counted in its latency)"],
         ["GET /api/ai/queue?status=all p50 / p99 ms", f"{ms(lists, 50)} / {ms(lists, 99)}",
          f"{len(lists)} calls (open loop at {args.list_rate:g}/s)"],
         ["POST /api/ai/queue p50 / p99 ms", f"{ms(enqueues, 50)} / {ms(enqueues, 99)}",
@@ -332,6 +351,8 @@ def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[s
         ["CPU used during the load (cores)", ", ".join(f"{name} {used:.2f}" for name, used in cpu.items()),
          f"a job in flight {busy:.0%} of the measured time; the load generator runs on the same machine "
          f"({os.cpu_count()} cores)"],
+        ["API event loop: waited for a core (ms per s)", f"{waited * 1000:.1f}",
+         "its thread runnable but not running (the kernel's schedstat): the cores' share of the latency"],
         ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],
     ], counts
 
