@@ -14,6 +14,7 @@ every completion of its own key and none of another key's. Bounded in time and c
 traffic on 127.0.0.1.
 
     python bench/load.py [--seconds 20] [--rate 550] [--list-rate 20] [--subscribers 54] [--jobs 6] [--markdown]
+    python bench/load.py --serve-args '--api-cpus 0' --client-cpus 1   # the API on a core of its own
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 import httpx  # noqa: E402
 from table import print_table  # noqa: E402
 
+from server.core.cpus import parse_cpu_list  # noqa: E402
 from serverkit import LiveServer, tiny_body  # noqa: E402
 
 KEYS = {f"user{i}": f"bench-key-{i}-0123456789" for i in range(3)}
@@ -215,6 +217,9 @@ def main() -> None:
     parser.add_argument("--busy-resolution", default="256x256", help="the long job's size")
     parser.add_argument("--busy-frames", type=int, default=121)
     parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
+    parser.add_argument("--client-cpus", default="",
+                        help="run the load processes on these CPUs only (e.g. 1), as remote clients would leave "
+                             "the API's core alone; pair with --serve-args '--api-cpus 0'")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the counts (requests, subscribers, misses) here")
     args = parser.parse_args()
@@ -224,6 +229,8 @@ def main() -> None:
                                              "--rate-limit", "0", "--max-active-jobs", "0", "--keepalive-seconds", "2",
                                              *args.serve_args.split()])
         server.start(timeout=180)
+        if args.client_cpus:  # after the start: the server's processes keep every CPU they were given
+            os.sched_setaffinity(0, parse_cpu_list(args.client_cpus))
         try:
             report, counts = run(server, args, context)
         finally:
@@ -350,7 +357,7 @@ def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[s
          f"{len(owners)} keys; {sum(len(v) for v in owed.values())} completions owed per key set"],
         ["CPU used during the load (cores)", ", ".join(f"{name} {used:.2f}" for name, used in cpu.items()),
          f"a job in flight {busy:.0%} of the measured time; the load generator runs on the same machine "
-         f"({os.cpu_count()} cores)"],
+         f"({os.cpu_count()} cores{', on CPU ' + args.client_cpus if args.client_cpus else ''})"],
         ["API event loop: waited for a core (ms per s)", f"{waited * 1000:.1f}",
          "its thread runnable but not running (the kernel's schedstat): the cores' share of the latency"],
         ["completions missed / of another key", f"{missing} / {foreign}", "every subscriber, every completion"],

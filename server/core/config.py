@@ -117,6 +117,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_nice", "--worker-nice", "LTX_WORKER_NICE", 10,
            "CPU scheduling niceness added to worker processes (0-19), so that their CPU work never delays "
            "the API's answers; the GPU does the generating. 0 = the API's priority.", int),
+    Option("api_cpus", "--api-cpus", "LTX_API_CPUS", "",
+           "CPUs the API process runs on (e.g. 0 or 0-1); the workers then run on the other CPUs, so their "
+           "CPU work never takes the API's core (see \"Latency\"). Empty = no pinning.", str),
 )
 
 
@@ -157,6 +160,7 @@ class ServerConfig:
     job_timeout: float = 0.0
     watchdog_seconds: float = 600.0
     worker_nice: int = 10
+    api_cpus: str = ""
     weights_notice: str | None = None  # set by `serve` when it knows the weights before a worker reports
     # (memory plan, GPU bytes) of the smallest GPU the workers run on, set by `serve` for real
     # weights: requests that cannot fit are refused with 400 before they are queued.

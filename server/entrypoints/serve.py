@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 
@@ -22,6 +23,7 @@ from server.api.main import create_app
 from server.api.services.janitor import Janitor
 from server.core.auth import KeyConfigError, KeyRing, is_loopback
 from server.core.config import ServerConfig, add_options, from_args
+from server.core.cpus import format_cpu_list, parse_cpu_list, split_cpus
 from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
 from server.entrypoints.probe import run_probe
@@ -138,12 +140,13 @@ def run(args: argparse.Namespace) -> int:
         results = open_results(config.results, config.data_dir, config.s3_endpoint_url)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    count = 0 if config.api_only else worker_count(config, gpu_ids)
+    worker_cpus = pin_api(config.api_cpus, count)  # before any thread starts: they inherit it
     store = JobStore(config.store_url)
     janitor = Janitor.from_config(config, store, results)
-    count = 0 if config.api_only else worker_count(config, gpu_ids)
     supervisor = Supervisor(worker_command(config), count, gpu_ids, on_exit=janitor.worker_died,
                             gpus_per_worker=config.gpus_per_job, watchdog_seconds=config.watchdog_seconds,
-                            nice=config.worker_nice)
+                            nice=config.worker_nice, cpus=worker_cpus)
     supervisor.start()
     app = create_app(config, store=store, keys=keys, janitor=janitor)
     log.info("serving on http://%s:%d/api with %d worker(s); store %s", config.host, config.port,
@@ -160,6 +163,19 @@ def run(args: argparse.Namespace) -> int:
         supervisor.stop()
         store.close()
     return 0
+
+
+def pin_api(api_cpus: str, workers: int) -> set[int] | None:
+    """`--api-cpus`: move this process (the API) onto those CPUs; the workers' CPUs (None: no pinning)."""
+    if not api_cpus:
+        return None
+    try:
+        api, rest = split_cpus(parse_cpu_list(api_cpus), os.sched_getaffinity(0), workers)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    os.sched_setaffinity(0, api)
+    log.info("API pinned to CPU %s; workers on CPU %s", format_cpu_list(api), format_cpu_list(rest) or "-")
+    return rest
 
 
 def _redact(url: str) -> str:

@@ -45,17 +45,20 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _child_setup(nice: int) -> Callable[[], None]:
-    """What a worker runs between fork and exec: die with the supervisor, and lower its CPU priority by
-    `nice`. The API shares the host's cores with the workers; a worker's CPU work (the launch loop, a
-    CPU model, muxing) is throughput work, an HTTP answer is latency work, so the kernel should run
-    the API first whenever both want a core (the ranks of a group inherit it)."""
+def _child_setup(nice: int, cpus: set[int] | None = None) -> Callable[[], None]:
+    """What a worker runs between fork and exec: die with the supervisor, lower its CPU priority by
+    `nice`, and keep to `cpus` (`--api-cpus`: the CPUs the API does not use). The API shares the
+    host's cores with the workers; a worker's CPU work (the launch loop, a CPU model, muxing) is
+    throughput work, an HTTP answer is latency work, so the kernel should run the API first whenever
+    both want a core (the ranks of a group inherit both)."""
 
     def setup() -> None:
         _die_with_parent()
         if nice > 0:
             with contextlib.suppress(OSError):
                 os.nice(nice)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
 
     return setup
 
@@ -88,9 +91,10 @@ class Supervisor:
         gpus_per_worker: int = 1,
         watchdog_seconds: float = 0.0,
         nice: int = 0,
+        cpus: set[int] | None = None,
     ):
         self.command = list(command)
-        self._child_setup = _child_setup(nice)
+        self._child_setup = _child_setup(nice, cpus)
         self.on_exit = on_exit
         self.watchdog_seconds = watchdog_seconds
         self._progress_dir = Path(tempfile.mkdtemp(prefix="ltx-watchdog-")) if watchdog_seconds > 0 else None

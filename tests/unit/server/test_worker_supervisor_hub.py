@@ -11,6 +11,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
 from sqlalchemy.exc import OperationalError
 
 from pipeline.engine import EngineInfo, Progress, Result
@@ -167,3 +168,15 @@ def test_supervisor_lowers_the_workers_cpu_priority():
         finally:
             supervisor.stop(timeout=5)
     assert found == {7: min(own + 7, 19), 0: own}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one out")
+def test_supervisor_keeps_the_workers_to_their_cpus():
+    """`--api-cpus`: workers run only on the CPUs left to them (the API keeps its own)."""
+    cpus = {min(os.sched_getaffinity(0))}
+    supervisor = Supervisor([sys.executable, "-c", "import time; time.sleep(30)"], 1, cpus=cpus)
+    supervisor.start()
+    try:
+        assert os.sched_getaffinity(supervisor.slots[0].process.pid) == cpus
+    finally:
+        supervisor.stop(timeout=5)
