@@ -101,7 +101,7 @@ def owner_of(request: Request, svc: Services) -> str:
 
 def caller(request: Request) -> tuple[Services, str]:
     """The services and the caller's owner id without `Depends`, for the status reads: FastAPI's
-    dependency solving cost ~140 us of the ~440 us a read took in the app (`bench/load.py`)."""
+    dependency solving cost ~140 us of the ~410 us a read took in the app (`bench/status_read_cpu.py`)."""
     svc: Services = request.app.state.services
     return svc, owner_of(request, svc)
 
