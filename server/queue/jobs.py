@@ -49,13 +49,13 @@ class WouldWait(Exception):
     """`get_nowait` cannot answer without waiting: the store is not a local file, or it is locked."""
 
 
-def _job(row: Any) -> Job:
-    return Job(**dict(row._mapping))
-
-
 def job_from_columns(columns: dict[str, Any]) -> Job:
     """A `Job` from a row's columns by name (the quick reader's rows)."""
     return Job(**columns)
+
+
+def _job(row: Any) -> Job:
+    return job_from_columns(dict(row._mapping))
 
 
 class JobQueue:
