@@ -2,7 +2,8 @@
 calls and SSE subscribers across several keys, while the worker is busy.
 
 Starts `ltx-server serve --weights tiny` (one worker, three API keys) on a free loopback port with
-a fresh data dir and a long job that keeps the worker computing. Then, at once and for a fixed
+a fresh data dir. Once the subscribers are connected, a long job starts (it keeps the worker
+computing through the measured time; it is cancelled at the end). Then, at once and for a fixed
 time: SSE subscribers (spread over the keys) listen; one enqueuer process per key submits small
 jobs; poller processes read `GET /api/ai/queue/{id}` of their key's jobs at a fixed total rate;
 a lister calls `GET /api/ai/queue?status=all` at a fixed rate. Polls and lists are an open loop
@@ -15,6 +16,7 @@ traffic on 127.0.0.1.
 
     python bench/load.py [--seconds 20] [--rate 550] [--list-rate 20] [--subscribers 54] [--jobs 6] [--markdown]
     python bench/load.py --serve-args '--api-cpus 0' --client-cpus 1   # the API on a core of its own
+    python bench/load.py --list-rate 0   # no list calls: what they add to the status reads' tail
 """
 
 from __future__ import annotations
@@ -171,10 +173,31 @@ def poller_process(base: str, targets: list[tuple[str, str]], seconds: float, wa
 def lister_process(base: str, seconds: float, warmup: float, rate: float, out) -> None:
     """`GET /api/ai/queue?status=all` of a random key, `rate` per second (a dashboard's refreshes)."""
     latencies: list[tuple[float, float]] = []
+    if rate <= 0:  # `--list-rate 0`: no lists (to see what they add to the status reads' tail)
+        out.put(("list", latencies, 0.0))
+        return
     connection = raw_client(base)
     span = paced(rate, seconds, warmup, lambda: get(connection, "/api/ai/queue?status=all",
                                                     random.choice(list(KEYS))), lambda *call: latencies.append(call))
     out.put(("list", latencies, span))
+
+
+def start_busy_job(base: str, owner: str, seeds: list[tuple[str, str]], args) -> str:
+    """Wait (bounded) for the seed jobs to end, enqueue the long job and return its id once it runs."""
+    ended = ("succeeded", "failed", "cancelled")
+    with httpx.Client(timeout=30) as client:
+        def status(who: str, job_id: str) -> str:
+            return client.get(f"{base}/api/ai/queue/{job_id}", headers=headers(who)).json()["status"]
+
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(status(o, j) in ended for o, j in seeds):
+            time.sleep(0.2)
+        busy = client.post(base + "/api/ai/queue", headers=headers(owner), json=tiny_body(
+            prompt="busy", resolution=args.busy_resolution, num_frames=args.busy_frames)).json()
+        job_id = busy["generations"][0]["generation_id"]
+        while time.time() < deadline and status(owner, job_id) == "queued":
+            time.sleep(0.05)
+    return job_id
 
 
 def in_flight_share(intervals: list[tuple[float, float | None]], start: float, end: float) -> float:
@@ -214,8 +237,8 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="connections per poller process")
     parser.add_argument("--jobs", type=int, default=6, help="jobs per key")
-    parser.add_argument("--busy-resolution", default="256x256", help="the long job's size")
-    parser.add_argument("--busy-frames", type=int, default=121)
+    parser.add_argument("--busy-resolution", default="512x512", help="the long job's size")
+    parser.add_argument("--busy-frames", type=int, default=161)
     parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
     parser.add_argument("--client-cpus", default="",
                         help="run the load processes on these CPUs only (e.g. 1), as remote clients would leave "
@@ -243,12 +266,9 @@ def main() -> None:
 def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
     base, out = server.base, context.Queue()
     owners = list(KEYS)
-    # A long job keeps the worker computing while the polls run (the table shows its CPU use); seed ids
-    # give the pollers something to read.
+    # Seed ids give the pollers something to read; the long job (`start_busy_job`) comes later.
+    targets = []
     with httpx.Client(timeout=30) as client:
-        busy = client.post(base + "/api/ai/queue", headers=headers(owners[0]), json=tiny_body(
-            prompt="busy", resolution=args.busy_resolution, num_frames=args.busy_frames)).json()
-        targets = [(owners[0], busy["generations"][0]["generation_id"])]
         for owner in owners:
             reply = client.post(base + "/api/ai/queue", headers=headers(owner), json=tiny_body(prompt=f"{owner} seed"))
             targets.append((owner, reply.json()["generations"][0]["generation_id"]))
@@ -264,6 +284,10 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
         process.start()
     for event in ready:
         event.wait(90)
+    # The long job starts when the subscribers are connected and the seeds done, so it is in flight
+    # through the measured window however long the set-up took.
+    busy_id = start_busy_job(base, owners[0], targets, args)
+    targets.append((owners[0], busy_id))
     worker = server.worker_pid()
     cpu_before = {pid: cpu_seconds(pid) for pid in (worker, server.process.pid, *(p.pid for p in subs))}
     waited_before = runqueue_wait_seconds(server.process.pid)
@@ -292,6 +316,8 @@ def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
     # Wait (bounded) for the accepted jobs to end, then give the subscribers a moment to receive them.
     deadline = time.time() + 300
     with httpx.Client(timeout=10) as client:
+        # The long job has kept the worker busy through the window; the small jobs queued behind it need not wait.
+        client.delete(f"{base}/api/ai/queue/{busy_id}", headers=headers(owners[0]))
         while time.time() < deadline:
             states = [client.get(f"{base}/api/ai/queue/{i}", headers=headers(o)).json()["status"]
                       for i, o in accepted.items()]

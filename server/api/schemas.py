@@ -273,3 +273,27 @@ def model_object(notice: str | None) -> dict[str, Any]:
     if notice:
         obj["notice"] = notice
     return obj
+
+
+class QueueListQuery(BaseModel):
+    """`GET /api/ai/queue`'s query string (`status`: see `routes.queue.parse_statuses`)."""
+
+    model: str | None = None
+    status: str | None = Field(None, description="A status, a comma-separated list of them, or `all` "
+                                                 "(default: queued and processing).")
+    media_type: str | None = None
+    namespace: str | None = Field(None, description="Oxen repository fields: accepted, not filtered on.")
+    repo: str | None = None
+    folder: str | None = None
+    limit: int | None = Field(None, description="At most this many rows (1-1000, default 1000).")
+    offset: int | None = Field(None, description="Rows to skip (at least 0).")
+
+
+class GenerationsQuery(BaseModel):
+    """`GET /api/ai/generations`' query string."""
+
+    model: str | None = None
+    media_type: str | None = None
+    status: str | None = Field(None, description="A status, a comma-separated list of them, or `all` (default).")
+    page: int = 1
+    page_size: int = 50

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from server.queue.limits import SubmitLimits, peek, take
 from server.queue.notify import CHANNEL_CANCEL, CHANNEL_JOBS, notify
@@ -62,6 +63,7 @@ class JobQueue:
     """Jobs and their start images (mixed into `JobStore`, which owns `engine` and `_event`)."""
 
     engine: Engine
+    quick_engine: Engine | None
     quick_reads: QuickRowReader | None
     schema: str
     _event: Any
@@ -168,13 +170,29 @@ class JobQueue:
         newest_first: bool = False,
     ) -> tuple[list[Job], int]:
         """One page of the filtered jobs (FIFO, or newest first) and how many match in all."""
+        return self._page(self.engine, owner, statuses, model, media_type, offset, limit, newest_first)
+
+    def page_nowait(self, owner: str | None = None, statuses: Iterable[str] | None = None, model: str | None = None,
+                    media_type: str | None = None, offset: int = 0, limit: int = 50,
+                    newest_first: bool = False) -> tuple[list[Job], int]:
+        """`page` for a caller that must not block (an event loop), or `WouldWait`: as `get_nowait`,
+        only a SQLite file answers, and a lock held past `QUICK_BUSY_SECONDS` gives up."""
+        if self.quick_engine is None:
+            raise WouldWait
+        try:
+            return self._page(self.quick_engine, owner, statuses, model, media_type, offset, limit, newest_first)
+        except OperationalError as exc:  # "database is locked": the patient path decides
+            raise WouldWait from exc
+
+    def _page(self, engine: Engine, owner: str | None, statuses: Iterable[str] | None, model: str | None,
+              media_type: str | None, offset: int, limit: int, newest_first: bool) -> tuple[list[Job], int]:
         statuses = None if statuses is None else list(statuses)
         # Past any real row, and within the 64-bit integers SQL takes (a huge offset is an empty page).
         offset = min(offset, MAX_OFFSET)
         order = jobs.c.seq.desc() if newest_first else jobs.c.seq
         query = self._filtered(select(jobs), owner, statuses, model, media_type).order_by(order)
         counted = self._filtered(select(func.count()).select_from(jobs), owner, statuses, model, media_type)
-        with self.engine.connect() as conn:
+        with engine.connect() as conn:
             rows = conn.execute(query.offset(offset).limit(limit)).all()
             # A short page that starts within the rows is the end: the count is known without a second query.
             if len(rows) < limit and (rows or offset == 0):

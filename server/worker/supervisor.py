@@ -45,18 +45,32 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _own_autogroup(nice: int) -> None:  # runs in the child between fork and exec, after its `setsid`
+    # Where the kernel groups tasks by session (autogroup: processes in the root cgroup, as under a
+    # login shell) it shares the CPU between sessions first and by nice only within each: a worker
+    # computing in the API's session made that session heavy, and the API's thread waited behind
+    # every other session's wake-ups. In a session of its own, niced as a whole, the worker yields
+    # to the API across groups too (`bench/load.py`: the event loop's wait for a core fell from
+    # 110-167 to 55-78 ms per second). Under systemd or in a container the process sits in a cgroup,
+    # autogroups do not apply, and the threads' nice below does the same job.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(nice))
+
+
 def _child_setup(nice: int, cpus: set[int] | None = None) -> Callable[[], None]:
     """What a worker runs between fork and exec: die with the supervisor, lower its CPU priority by
-    `nice`, and keep to `cpus` (`--api-cpus`: the CPUs the API does not use). The API shares the
-    host's cores with the workers; a worker's CPU work (the launch loop, a CPU model, muxing) is
-    throughput work, an HTTP answer is latency work, so the kernel should run the API first whenever
-    both want a core (the ranks of a group inherit both)."""
+    `nice` (its threads' and its session's: `Supervisor` starts it in a session of its own), and keep
+    to `cpus` (`--api-cpus`: the CPUs the API does not use). The API shares the host's cores with the
+    workers; a worker's CPU work (the launch loop, a CPU model, muxing) is throughput work, an HTTP
+    answer is latency work, so the kernel should run the API first whenever both want a core (the
+    ranks of a group inherit all three)."""
 
     def setup() -> None:
         _die_with_parent()
         if nice > 0:
             with contextlib.suppress(OSError):
                 os.nice(nice)
+            _own_autogroup(nice)
         if cpus:
             os.sched_setaffinity(0, cpus)
 
@@ -131,7 +145,10 @@ class Supervisor:
         slot.hung = ""
         if self._progress_dir is not None:
             self.progress_file(slot).unlink(missing_ok=True)  # the clock starts at the new worker's first touch
-        slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=self._child_setup)
+        # A session of its own: its own scheduling group (`_own_autogroup`), and a Ctrl-C at the terminal
+        # reaches `serve` alone, which stops the workers in order (`stop`).
+        slot.process = subprocess.Popen(self._command(slot), env=slot.env, preexec_fn=self._child_setup,
+                                        start_new_session=True)
         slot.started_at = time.monotonic()
         log.info("worker %d started: pid %d, id %s", slot.index, slot.process.pid, slot.worker_id)
 

@@ -99,9 +99,8 @@ def _decodes(data: bytes) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def _restart(server: LiveServer) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)  # whatever is left of the old group
+def _restart(server: LiveServer, family: list[tuple[int, str]]) -> None:
+    server.kill(family, signal.SIGKILL)  # whatever is left of the old server (workers, ffmpeg)
     server.process.wait()
     server.start(wait_ready=False)
     server.wait_ready(path="/healthz", timeout=120)
@@ -119,12 +118,13 @@ def _kill(server: LiveServer, rng: random.Random, report: ChaosReport) -> None:
             target = "serve"
         else:
             os.kill(rng.choice(alive), signal.SIGKILL)
-    if target == "serve":
-        server.process.send_signal(signal.SIGKILL)  # workers get SIGTERM (PR_SET_PDEATHSIG)
-        _restart(server)
-    elif target == "group":
-        os.killpg(server.process.pid, signal.SIGKILL)
-        _restart(server)
+    if target in ("serve", "group"):
+        family = server.family()
+        if target == "serve":
+            server.process.send_signal(signal.SIGKILL)  # workers get SIGTERM (PR_SET_PDEATHSIG)
+        else:
+            server.kill(family, signal.SIGKILL)  # the API, its supervisor and the workers at once
+        _restart(server, family)
     report.kills[target] += 1
 
 

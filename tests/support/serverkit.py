@@ -121,6 +121,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_time(pid: int) -> str:
+    """A process's start time in clock ticks since boot ('' once it is gone): with the pid, its identity."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every live process below `pid` (children, theirs, ...), as (pid, start time), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                children.setdefault(int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                    int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append((child, _start_time(child)))
+            todo.append(child)
+    return found
+
+
 @dataclass
 class LiveServer:
     """An `ltx-server serve --weights tiny` process on a free port with its own data dir."""
@@ -179,24 +203,40 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, group: bool = False, timeout: float = 30) -> int:
+        """Signal `serve` (or, with `group`, `serve` and every process under it at once) and wait for it."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
+        family = self.family()  # before `serve` ends: its orphans are no longer found under it
         if group:
-            os.killpg(self.process.pid, sig)
+            self.kill(family, sig)
         else:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.kill(family, signal.SIGKILL)
             return self.process.wait()
 
     def cleanup(self) -> None:
-        """Stop the server and anything left in its session (workers)."""
+        """Stop the server and anything left of it (workers, their ffmpeg)."""
+        family = self.family()
         self.stop()
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        self.kill(family, signal.SIGKILL)
+
+    def family(self) -> list[tuple[int, str]]:
+        """`serve` and every live process under it, as (pid, start time): the workers run in sessions of
+        their own (the supervisor's `start_new_session`), out of reach of a signal to `serve`'s group."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return [(self.process.pid, _start_time(self.process.pid)), *descendants(self.process.pid)]
+
+    @staticmethod
+    def kill(family: list[tuple[int, str]], sig: int) -> None:
+        """Signal each process of a `family()` that is still the same process (pids are reused)."""
+        for pid, started in family:
+            if started and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
     def db(self, query: str, *params) -> list[tuple]:
         """Read the server's SQLite store directly (worker pids, attempts)."""

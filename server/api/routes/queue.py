@@ -6,11 +6,11 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from server.api.deps import Services, body_doc, caller, current_owner, read_json, services
+from server.api.deps import Services, body_doc, caller, current_owner, query_doc, read_json, read_query, services
 from server.api.errors import APIError
-from server.api.schemas import QueueBody, generation_row
+from server.api.schemas import QueueBody, QueueListQuery, generation_row
 from server.api.services.accept import accept
-from server.queue import ACTIVE, STATUSES
+from server.queue import ACTIVE, STATUSES, Job
 
 router = APIRouter(tags=["queue"])
 LIST_LIMIT = 1000
@@ -35,20 +35,8 @@ async def get_generation(generation_id: str, request: Request) -> JSONResponse:
     return JSONResponse(generation_row(job, svc.result_url(request, job)))
 
 
-@router.get("/api/ai/queue")
-def list_generations(
-    request: Request,
-    model: str | None = None,
-    status: str | None = None,
-    media_type: str | None = None,
-    namespace: str | None = None,
-    repo: str | None = None,
-    folder: str | None = None,
-    limit: int | None = None,
-    offset: int | None = None,
-    owner: str = Depends(current_owner),  # noqa: B008
-    svc: Services = Depends(services),  # noqa: B008
-) -> JSONResponse:
+@router.get("/api/ai/queue", openapi_extra=query_doc(QueueListQuery))
+async def list_generations(request: Request) -> JSONResponse:
     """The caller's generations in FIFO order; without `status`, only queued and processing ones.
 
     At most `limit` (1-1000, default 1000) rows from `offset`; `total` and `has_more`
@@ -56,18 +44,23 @@ def list_generations(
     `namespace`, `repo` and `folder` name Oxen
     repositories, which this server does not have; they are accepted and do not filter.
     """
-    paged = limit is not None or offset is not None
-    limit, offset = LIST_LIMIT if limit is None else limit, offset or 0
+    svc, owner = caller(request)  # polled by dashboards: no `Depends` (see `read_query`)
+    query = read_query(QueueListQuery, request)
+    paged = query.limit is not None or query.offset is not None
+    limit, offset = LIST_LIMIT if query.limit is None else query.limit, query.offset or 0
     if not 1 <= limit <= LIST_LIMIT or offset < 0:
         raise APIError(400, "invalid_params", f"limit must be between 1 and {LIST_LIMIT} and offset at least 0")
-    found, total = svc.store.page(owner=owner, statuses=parse_statuses(status), model=model,
-                                  media_type=media_type, offset=offset, limit=limit)
-    body = {"count": len(found),
-            "generations": [generation_row(job, svc.result_url(request, job)) for job in found]}
-    has_more = offset + len(found) < total
-    if paged or has_more:  # Oxen's exact body otherwise; a cut list always says so
-        body |= {"total": total, "has_more": has_more}
-    return JSONResponse(body)
+
+    def render(found: list[Job], total: int) -> JSONResponse:
+        body = {"count": len(found),
+                "generations": [generation_row(job, svc.result_url(request, job)) for job in found]}
+        has_more = offset + len(found) < total
+        if paged or has_more:  # Oxen's exact body otherwise; a cut list always says so
+            body |= {"total": total, "has_more": has_more}
+        return JSONResponse(body)
+
+    return await svc.read_page(render, owner=owner, statuses=parse_statuses(query.status), model=query.model,
+                               media_type=query.media_type, offset=offset, limit=limit)
 
 
 def parse_statuses(status: str | None) -> tuple[str, ...] | None:

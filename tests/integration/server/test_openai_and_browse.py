@@ -7,11 +7,14 @@ OpenAI-shaped errors and per-key isolation; tests/e2e/test_openai_videos.py runs
 from __future__ import annotations
 
 import io
+import sqlite3
+import threading
 
 import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from server.api.deps import QUICK_PAGE_ROWS
 from server.api.main import create_app
 from server.api.schemas import MODEL_ID
 from server.core.config import ServerConfig
@@ -128,6 +131,61 @@ def test_generations_browse_pages_and_isolates_keys(client, tmp_path_factory):
         rest = fresh.get("/api/ai/queue", headers=auth(), params={"limit": 4, "offset": 4}).json()
         assert [g["generation_id"] for g in listed["generations"] + rest["generations"]] == made
         assert rest["has_more"] is False
+
+
+def test_lists_past_the_event_loops_share_are_whole_and_in_order(tmp_path):
+    """The list routes read a page of up to `QUICK_PAGE_ROWS` in the event loop and a longer one in the
+    thread pool: every size around that line, and a store locked past the quick read's patience,
+    give the same rows in the same order."""
+    config = ServerConfig(data_dir=tmp_path, api_keys=f"alice:{KEY_A},bob:{KEY_B}", rate_limit=0, max_active_jobs=0)
+    with TestClient(create_app(config), client=("127.0.0.1", 50000)) as fresh:
+        made = [g["generation_id"] for _ in range(7)
+                for g in fresh.post("/api/ai/queue", headers=auth(), json=tiny_body(num_generations=4)).json()[
+                    "generations"]]
+        assert len(made) == 28 > QUICK_PAGE_ROWS
+        store = fresh.app.state.services.store
+        patient, read_page = [], store.page
+        store.page = lambda **filters: patient.append(filters) or read_page(**filters)  # the thread pool's read
+
+        def queue(**params) -> dict:
+            reply = fresh.get("/api/ai/queue", headers=auth(), params=params)
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+
+        whole = queue()
+        assert [g["generation_id"] for g in whole["generations"]] == made and set(whole) == {"count", "generations"}
+        for limit, offset in ((25, 0), (26, 2), (24, 0), (3, 25), (30, 27)):
+            page = queue(limit=limit, offset=offset)
+            assert [g["generation_id"] for g in page["generations"]] == made[offset:offset + limit]
+            assert page["total"] == 28 and page["has_more"] is (offset + limit < 28)
+        for size, number in ((27, 1), (27, 2), (25, 1), (26, 1)):
+            page = fresh.get("/api/ai/generations", headers=auth(), params={"page_size": size, "page": number}).json()
+            assert [g["generation_id"] for g in page["generations"]] == made[::-1][(number - 1) * size:number * size]
+            assert page["total_entries"] == 28
+        assert fresh.get("/api/ai/queue", headers=auth(KEY_B)).json() == {"count": 0, "generations": []}
+        bad = fresh.get("/api/ai/queue", headers=auth(), params={"limit": "ten"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["detail"].startswith("limit: Input should be a valid integer")
+        # Only pages with more rows than the loop's share went to the thread pool (not limit 30 from offset
+        # 27: one row is left there): the whole list, limit 26, page sizes 27 and 26.
+        assert [filters["limit"] for filters in patient] == [1000, 26, 27, 26]
+        patient.clear()
+
+        # A store no reader may open for a moment: the list waits for it in a thread, then answers in full.
+        store.engine.dispose()
+        store.quick_engine.dispose()
+        holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None, check_same_thread=False)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE jobs SET progress = 0.5")
+        release = threading.Timer(0.5, lambda: (holder.execute("ROLLBACK"), holder.close()))
+        release.start()
+        try:
+            assert [g["generation_id"] for g in queue(limit=5)["generations"]] == made[:5]
+        finally:
+            release.join()
+        assert len(patient) == 1  # read in the thread pool, once the lock was gone
+        assert [g["generation_id"] for g in queue()["generations"]] == made and len(patient) == 2
 
 
 def test_a_multipart_body_with_two_files_is_refused_in_openai_shape(client):

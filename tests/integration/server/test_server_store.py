@@ -239,6 +239,36 @@ def test_get_nowait_gives_up_at_once_on_a_locked_sqlite_file(tmp_path):
     store.close()
 
 
+def test_page_nowait_answers_as_page_on_a_sqlite_file_and_gives_up_on_a_lock(store, store_url, tmp_path):
+    """The list routes' in-loop read: the same page as `page` on SQLite; PostgreSQL and a locked file defer."""
+    created = store.enqueue([new() for _ in range(3)], IMAGE)
+    if store_url.startswith("postgresql"):
+        with pytest.raises(WouldWait):
+            store.page_nowait(owner="alice")
+        return
+    for kwargs in ({}, {"limit": 2}, {"offset": 1, "limit": 1, "newest_first": True}, {"statuses": ["queued"]},
+                   {"owner": "bob"}):
+        assert store.page_nowait(**kwargs) == store.page(**kwargs)
+    assert [job.id for job in store.page_nowait(owner="alice")[0]] == [job.id for job in created]
+    locked = JobStore(f"sqlite:///{tmp_path / 'locked.sqlite3'}")
+    locked.enqueue([new()], IMAGE)
+    locked.close()
+    holder = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE jobs SET progress = 0.5")
+    try:
+        started = time.monotonic()
+        with pytest.raises(WouldWait):
+            locked.page_nowait(owner="alice")
+        assert time.monotonic() - started < 1.0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len(locked.page_nowait(owner="alice")[0]) == 1
+    locked.close()
+
+
 def test_page_totals_with_and_without_the_count_query(store):
     created = store.enqueue([new() for _ in range(3)], IMAGE)
     ids = [job.id for job in created]

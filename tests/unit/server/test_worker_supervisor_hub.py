@@ -157,17 +157,26 @@ def test_event_hub_delivers_and_honours_the_grace_window(tmp_path):
 
 
 def test_supervisor_lowers_the_workers_cpu_priority():
-    """Workers run `nice` below the API (so their CPU work cannot delay HTTP answers); 0 leaves them level."""
+    """Workers run `nice` below the API (so their CPU work cannot delay HTTP answers); 0 leaves them level.
+    Each runs in a session of its own, whose scheduling group (where the kernel has autogroups) is niced too."""
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    found = {}
+    autogroups = Path("/proc/self/autogroup").exists()
+    found, groups = {}, {}
     for nice in (7, 0):
         supervisor = Supervisor([sys.executable, "-c", "import time; time.sleep(30)"], 1, nice=nice)
         supervisor.start()
         try:
-            found[nice] = os.getpriority(os.PRIO_PROCESS, supervisor.slots[0].process.pid)
+            pid = supervisor.slots[0].process.pid
+            found[nice] = os.getpriority(os.PRIO_PROCESS, pid)
+            assert os.getsid(pid) == pid != os.getsid(0)
+            if autogroups:
+                groups[nice] = Path(f"/proc/{pid}/autogroup").read_text().split()
         finally:
             supervisor.stop(timeout=5)
     assert found == {7: min(own + 7, 19), 0: own}
+    if autogroups:
+        assert groups[7][-2:] == ["nice", "7"] and groups[0][-2:] == ["nice", "0"]
+        assert groups[7][0] != Path("/proc/self/autogroup").read_text().split()[0]  # not the API's group
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one out")
