@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -119,6 +120,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def lock_exclusively(path: Path) -> Callable[[], None]:
+    """Make a SQLite store a file no reader may open (exclusive locking mode, a write in progress);
+    returns the call that releases it (from any thread)."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE jobs SET progress = 0.5")
+
+    def release() -> None:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    return release
 
 
 def _start_time(pid: int) -> str:

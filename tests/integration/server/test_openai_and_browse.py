@@ -7,7 +7,6 @@ OpenAI-shaped errors and per-key isolation; tests/e2e/test_openai_videos.py runs
 from __future__ import annotations
 
 import io
-import sqlite3
 import threading
 
 import openai
@@ -18,7 +17,7 @@ from server.api.deps import QUICK_PAGE_ROWS
 from server.api.main import create_app
 from server.api.schemas import MODEL_ID
 from server.core.config import ServerConfig
-from serverkit import KEY_A, KEY_B, png_bytes, tiny_body
+from serverkit import KEY_A, KEY_B, lock_exclusively, png_bytes, tiny_body
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
 
@@ -174,11 +173,7 @@ def test_lists_past_the_event_loops_share_are_whole_and_in_order(tmp_path):
         # A store no reader may open for a moment: the list waits for it in a thread, then answers in full.
         store.engine.dispose()
         store.quick_engine.dispose()
-        holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None, check_same_thread=False)
-        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-        holder.execute("BEGIN EXCLUSIVE")
-        holder.execute("UPDATE jobs SET progress = 0.5")
-        release = threading.Timer(0.5, lambda: (holder.execute("ROLLBACK"), holder.close()))
+        release = threading.Timer(0.5, lock_exclusively(tmp_path / "jobs.sqlite3"))
         release.start()
         try:
             assert [g["generation_id"] for g in queue(limit=5)["generations"]] == made[:5]

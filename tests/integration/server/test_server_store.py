@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
 
@@ -11,6 +10,7 @@ import pytest
 
 from server.api.events import oxen_payload
 from server.queue import FAILED, PROCESSING, QUEUED, SUCCEEDED, JobStore, NewJob, WouldWait
+from serverkit import lock_exclusively
 
 IMAGE = b"\x89PNG fake image bytes"
 SHA = hashlib.sha256(IMAGE).hexdigest()
@@ -217,30 +217,31 @@ def test_get_nowait_sees_every_committed_change_at_once(tmp_path):
     store.close()
 
 
-def test_get_nowait_gives_up_at_once_on_a_locked_sqlite_file(tmp_path):
+QUICK_READS = {"get_nowait": lambda store, job: store.get_nowait(job.id, owner="alice"),
+               "page_nowait": lambda store, job: store.page_nowait(owner="alice")[0][0]}
+
+
+@pytest.mark.parametrize("read", QUICK_READS.values(), ids=QUICK_READS.keys())
+def test_quick_reads_give_up_at_once_on_a_locked_sqlite_file(tmp_path, read):
     """A file no reader may open (exclusive locking mode, a write in progress): `WouldWait` within
-    milliseconds, where `get` would wait out its 10 s busy timeout on the event loop."""
+    milliseconds, where `get` or `page` would wait out its 10 s busy timeout on the event loop."""
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
     (job,) = store.enqueue([new()], IMAGE)
     store.close()  # pooled connections would keep the holder below from its exclusive lock
-    holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE jobs SET progress = 0.5")
+    release = lock_exclusively(tmp_path / "jobs.sqlite3")
     try:
         started = time.monotonic()
         with pytest.raises(WouldWait):
-            store.get_nowait(job.id, owner="alice")
+            read(store, job)
         assert time.monotonic() - started < 1.0
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert store.get_nowait(job.id, owner="alice").id == job.id
+        release()
+    assert read(store, job).id == job.id
     store.close()
 
 
-def test_page_nowait_answers_as_page_on_a_sqlite_file_and_gives_up_on_a_lock(store, store_url, tmp_path):
-    """The list routes' in-loop read: the same page as `page` on SQLite; PostgreSQL and a locked file defer."""
+def test_page_nowait_answers_as_page_on_a_sqlite_file_and_defers_a_network_store(store, store_url):
+    """The list routes' in-loop read: the same page as `page` on SQLite; PostgreSQL goes to a thread."""
     created = store.enqueue([new() for _ in range(3)], IMAGE)
     if store_url.startswith("postgresql"):
         with pytest.raises(WouldWait):
@@ -250,23 +251,6 @@ def test_page_nowait_answers_as_page_on_a_sqlite_file_and_gives_up_on_a_lock(sto
                    {"owner": "bob"}):
         assert store.page_nowait(**kwargs) == store.page(**kwargs)
     assert [job.id for job in store.page_nowait(owner="alice")[0]] == [job.id for job in created]
-    locked = JobStore(f"sqlite:///{tmp_path / 'locked.sqlite3'}")
-    locked.enqueue([new()], IMAGE)
-    locked.close()
-    holder = sqlite3.connect(tmp_path / "locked.sqlite3", isolation_level=None)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE jobs SET progress = 0.5")
-    try:
-        started = time.monotonic()
-        with pytest.raises(WouldWait):
-            locked.page_nowait(owner="alice")
-        assert time.monotonic() - started < 1.0
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert len(locked.page_nowait(owner="alice")[0]) == 1
-    locked.close()
 
 
 def test_page_totals_with_and_without_the_count_query(store):
