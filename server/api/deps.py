@@ -28,7 +28,7 @@ from server.results import ResultStore
 
 QueryModel = TypeVar("QueryModel", bound=BaseModel)
 T = TypeVar("T")
-QUICK_PAGE_ROWS = 25  # the most rows a list reads and renders in the event loop (~15 us each)
+QUICK_PAGE_ROWS = 25  # the most rows a list reads and renders in the event loop (tens of us each)
 
 
 @dataclass

@@ -51,7 +51,7 @@ def _own_autogroup(nice: int) -> None:  # runs in the child between fork and exe
     # computing in the API's session made that session heavy, and the API's thread waited behind
     # every other session's wake-ups. In a session of its own, niced as a whole, the worker yields
     # to the API across groups too (`bench/load.py`: the event loop's wait for a core fell from
-    # 110-167 to 55-78 ms per second). Under systemd or in a container the process sits in a cgroup,
+    # 122-159 to 58-96 ms per second). Under systemd or in a container the process sits in a cgroup,
     # autogroups do not apply, and the threads' nice below does the same job.
     with contextlib.suppress(OSError):
         Path("/proc/self/autogroup").write_text(str(nice))
