@@ -3,8 +3,8 @@
 The API answers in milliseconds; a worker's CPU work (a CPU model, the launch loop, muxing) is
 throughput work. Niceness (`--worker-nice`) makes the kernel prefer the API, but a woken API still
 waits for the current task's time slice on its core. Measured on the 2-core build machine
-(`bench/load.py`, RELIABILITY.md "Load"), the API's event loop waited ~150-200 ms per second for a
-core while a worker computed; given a core of its own it waited ~37 ms. Pinning is what servers
+(`bench/load.py`, RELIABILITY.md "Load"), the API's event loop waited ~60-100 ms per second for a
+core while a worker computed; given a core of its own it waited 10-17 ms. Pinning is what servers
 that care about tail latency do (nginx's worker_cpu_affinity, the numactl/taskset advice for
 GPU inference servers); the standard library's `os.sched_setaffinity` applies it.
 """
@@ -30,8 +30,8 @@ def parse_cpu_list(text: str) -> set[int]:
     return cpus
 
 
-def split_cpus(api: set[int], available: set[int], workers: int) -> tuple[set[int], set[int]]:
-    """The API's CPUs and the workers' (the rest of `available`); ValueError when that cannot be."""
+def workers_cpus(api: set[int], available: set[int], workers: int) -> set[int]:
+    """The workers' CPUs: what `available` has besides the API's; ValueError when that cannot be."""
     unknown = sorted(api - available)
     if unknown:
         raise ValueError(f"--api-cpus: CPU {', '.join(map(str, unknown))} is not available to this process "
@@ -40,7 +40,7 @@ def split_cpus(api: set[int], available: set[int], workers: int) -> tuple[set[in
     if workers and not rest:
         raise ValueError(f"--api-cpus {format_cpu_list(api)} leaves no CPU for the workers "
                          f"(available: {format_cpu_list(available)}).")
-    return api, rest
+    return rest
 
 
 def format_cpu_list(cpus: set[int]) -> str:

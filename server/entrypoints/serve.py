@@ -23,7 +23,7 @@ from server.api.main import create_app
 from server.api.services.janitor import Janitor
 from server.core.auth import KeyConfigError, KeyRing, is_loopback
 from server.core.config import ServerConfig, add_options, from_args
-from server.core.cpus import format_cpu_list, parse_cpu_list, split_cpus
+from server.core.cpus import format_cpu_list, parse_cpu_list, workers_cpus
 from server.core.errors import CommandError
 from server.entrypoints.logs import configure_logging
 from server.entrypoints.probe import run_probe
@@ -170,7 +170,8 @@ def pin_api(api_cpus: str, workers: int) -> set[int] | None:
     if not api_cpus:
         return None
     try:
-        api, rest = split_cpus(parse_cpu_list(api_cpus), os.sched_getaffinity(0), workers)
+        api = parse_cpu_list(api_cpus)
+        rest = workers_cpus(api, os.sched_getaffinity(0), workers)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     os.sched_setaffinity(0, api)

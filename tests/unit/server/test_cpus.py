@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.core.cpus import format_cpu_list, parse_cpu_list, split_cpus
+from server.core.cpus import format_cpu_list, parse_cpu_list, workers_cpus
 
 
 @pytest.mark.parametrize(("text", "cpus"), [("0", {0}), ("0-2,5", {0, 1, 2, 5}), (" 3 , 1-1 ", {1, 3}),
@@ -27,12 +27,12 @@ def test_format_joins_runs():
 
 
 def test_the_workers_get_the_cpus_the_api_does_not_use():
-    assert split_cpus({0}, {0, 1, 2, 3}, workers=2) == ({0}, {1, 2, 3})
-    assert split_cpus({0, 1}, {0, 1}, workers=0) == ({0, 1}, set())  # an API-only node may take them all
+    assert workers_cpus({0}, {0, 1, 2, 3}, workers=2) == {1, 2, 3}
+    assert workers_cpus({0, 1}, {0, 1}, workers=0) == set()  # an API-only node may take them all
 
 
 def test_a_split_that_cannot_be_is_refused():
     with pytest.raises(ValueError, match="CPU 9 is not available to this process \\(available: 0-3\\)"):
-        split_cpus({0, 9}, {0, 1, 2, 3}, workers=1)
+        workers_cpus({0, 9}, {0, 1, 2, 3}, workers=1)
     with pytest.raises(ValueError, match="leaves no CPU for the workers"):
-        split_cpus({0, 1}, {0, 1}, workers=1)
+        workers_cpus({0, 1}, {0, 1}, workers=1)
