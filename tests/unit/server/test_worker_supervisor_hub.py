@@ -176,7 +176,9 @@ def test_supervisor_lowers_the_workers_cpu_priority():
     assert found == {7: min(own + 7, 19), 0: own}
     if autogroups:
         assert groups[7][-2:] == ["nice", "7"] and groups[0][-2:] == ["nice", "0"]
-        assert groups[7][0] != Path("/proc/self/autogroup").read_text().split()[0]  # not the API's group
+        # Not the API's group. A process still in the kernel's default group (never under a `setsid`,
+        # as in some CI containers) reads its autogroup file empty.
+        assert groups[7][:1] != Path("/proc/self/autogroup").read_text().split()[:1]
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one out")
