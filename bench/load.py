@@ -221,10 +221,13 @@ def runqueue_wait_seconds(pid: int) -> float:
     return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
+def quantile_ms(values: list[float], q: int) -> float:
+    """The q-th percentile of latencies in seconds, in ms (NaN with fewer than two)."""
+    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) >= 2 else float("nan")
+
+
 def ms(values: list[float], q: int) -> str:
-    if len(values) < 2:
-        return "-"
-    return f"{statistics.quantiles(values, n=100)[q - 1] * 1000:.1f}"
+    return "-" if len(values) < 2 else f"{quantile_ms(values, q):.1f}"
 
 
 def main() -> None:
@@ -238,14 +241,51 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="connections per poller process")
     parser.add_argument("--jobs", type=int, default=6, help="jobs per key")
     parser.add_argument("--busy-resolution", default="512x512", help="the long job's size")
-    parser.add_argument("--busy-frames", type=int, default=161)
+    parser.add_argument("--busy-frames", type=int, default=481)
     parser.add_argument("--serve-args", default="", help="more `ltx-server serve` options, e.g. '--worker-nice 0'")
     parser.add_argument("--client-cpus", default="",
                         help="run the load processes on these CPUs only (e.g. 1), as remote clients would leave "
                              "the API's core alone; pair with --serve-args '--api-cpus 0'")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="fresh servers measured one after another: one row per run and their spread (a "
+                             "p99 over one run moves with the machine's other load)")
+    parser.add_argument("--goal-ms", type=float, default=5.0, help="the status reads' p99 goal (--runs counts "
+                                                                    "the runs within it)")
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the counts (requests, subscribers, misses) here")
+    parser.add_argument("--json", type=Path, help="also write the counts (requests, subscribers, misses) here "
+                                                  "(a list of them with --runs)")
     args = parser.parse_args()
+    if args.runs == 1:
+        report, counts = measure(args)
+        print_table(["what", "value", "notes"], report, args.markdown)
+    else:
+        counts = [measure(args)[1] for _ in range(args.runs)]
+        print_table(*runs_table(counts, args.goal_ms), args.markdown)
+    if args.json:
+        args.json.write_text(json.dumps(counts, indent=1))
+
+
+def runs_table(runs: list[dict], goal_ms: float) -> tuple[list[str], list[list[str]]]:
+    """One row per run (`--runs`) and a last row with the median and the worst of each column."""
+    # (heading, counts key, the worst is the lowest)
+    columns = [("status read p99 ms", "poll_p99_ms", False), ("p50 ms", "poll_p50_ms", False),
+               ("requests/s", "rps", True), ("loop's wait for a core ms/s", "waited_ms_per_s", False),
+               ("job in flight %", "in_flight_pct", True)]
+    runs = [{**run, "in_flight_pct": run["in_flight_share"] * 100} for run in runs]
+    rows = [[str(i + 1), *(f"{run[key]:.1f}" for _name, key, _low in columns), f"{run['missed']} / {run['foreign']}"]
+            for i, run in enumerate(runs)]
+    summary = [f"median (worst) of {len(runs)}"]
+    for _name, key, low in columns:
+        values = [run[key] for run in runs]
+        summary.append(f"{statistics.median(values):.1f} ({(min if low else max)(values):.1f})")
+    within = sum(run["poll_p99_ms"] <= goal_ms for run in runs)
+    summary.append(f"{sum(r['missed'] for r in runs)} / {sum(r['foreign'] for r in runs)}; "
+                   f"p99 within {goal_ms:g} ms in {within} of {len(runs)}")
+    return ["run", *(name for name, _key, _low in columns), "completions missed / of another key"], [*rows, summary]
+
+
+def measure(args) -> tuple[list[list[str]], dict]:
+    """One fresh server, loaded and measured: the report's rows and the counts."""
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as data_dir:
         server = LiveServer(Path(data_dir), ["--api-keys", ",".join(f"{o}:{k}" for o, k in KEYS.items()),
@@ -255,12 +295,11 @@ def main() -> None:
         if args.client_cpus:  # after the start: the server's processes keep every CPU they were given
             os.sched_setaffinity(0, parse_cpu_list(args.client_cpus))
         try:
-            report, counts = run(server, args, context)
+            return run(server, args, context)
         finally:
             server.cleanup()
-    print_table(["what", "value", "notes"], report, args.markdown)
-    if args.json:
-        args.json.write_text(json.dumps(counts, indent=1))
+            if args.client_cpus:  # the next run's server starts with every CPU again
+                os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
 def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
@@ -362,7 +401,9 @@ def tally(args, results: dict[str, list], everyone: set[tuple], accepted: dict[s
     total = len(polls) + len(lists) + len(enqueues)
     counts = {"polls": len(polls), "lists": len(lists), "accepted": len(accepted), "deliveries": len(delivery),
               "subscribers": args.subscribers, "subscribers_with_events": counted, "owed": sum(map(len, owed.values())),
-              "missed": missing, "foreign": foreign, "in_flight_share": busy}
+              "missed": missing, "foreign": foreign, "in_flight_share": busy, "rps": total / poll_span,
+              "poll_p50_ms": quantile_ms(polls, 50), "poll_p99_ms": quantile_ms(polls, 99),
+              "waited_ms_per_s": waited * 1000}
     return [
         ["requests/s (polls + lists + enqueues)", f"{total / poll_span:.0f}",
          f"{len(polls)} polls, {len(lists)} lists in {poll_span:.1f} s after {args.warmup:g} s of warm-up; "
