@@ -17,6 +17,7 @@ traffic on 127.0.0.1.
     python bench/load.py [--seconds 20] [--rate 550] [--list-rate 20] [--subscribers 54] [--jobs 6] [--markdown]
     python bench/load.py --serve-args '--api-cpus 0' --client-cpus 1   # the API on a core of its own
     python bench/load.py --list-rate 0   # no list calls: what they add to the status reads' tail
+    python bench/load.py --runs 10 --markdown   # ten fresh servers: a row each, the median and the worst
 """
 
 from __future__ import annotations
