@@ -35,14 +35,15 @@ ERROR_TITLES = {
     "invalid_params": "Invalid parameters supplied, please check your request and try again.",
     "resource_not_found": "The requested resource could not be found",
     "unknown_error": "An unknown error occurred.",
-    # Extensions for statuses Oxen answers without naming a type (405, 429, 503).
+    # Extensions for statuses Oxen answers without naming a type (403, 405, 429, 503).
+    "forbidden": "Access denied: this URL does not grant access to the resource.",
     "method_not_allowed": "This method is not allowed on this resource; see the Allow header.",
     "rate_limited": "Too many requests; retry after the number of seconds in the Retry-After header.",
     "service_unavailable": "The service is temporarily unavailable; retry shortly.",
 }
 
 # The envelope's type for an HTTP status the app raises without one of its own.
-STATUS_KINDS = {401: "unauthenticated", 403: "unauthenticated", 404: "resource_not_found",
+STATUS_KINDS = {401: "unauthenticated", 403: "forbidden", 404: "resource_not_found",
                 405: "method_not_allowed", 429: "rate_limited", 503: "service_unavailable"}
 
 
@@ -71,7 +72,7 @@ class OpenAIError(APIError):
 
 STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the store is unavailable
 OPENAI_PREFIX = "/v1/"
-OPENAI_CODES = {"unauthenticated": "invalid_api_key", "resource_not_found": "not_found",
+OPENAI_CODES = {"unauthenticated": "invalid_api_key", "forbidden": "forbidden", "resource_not_found": "not_found",
                 "invalid_params": "invalid_value", "unknown_error": "server_error",
                 "method_not_allowed": "method_not_allowed", "rate_limited": "rate_limit_exceeded",
                 "service_unavailable": "service_unavailable"}

@@ -19,7 +19,7 @@ async def result_file(request: Request, generation_id: str, expires: str = "", s
                       svc: Services = Depends(services)) -> Response:  # noqa: B008
     """The MP4 behind a signed result URL (byte ranges supported), from any results backend."""
     if not svc.signer.verify(generation_id, expires, signature):
-        raise APIError(403, "unauthenticated", "This result URL is invalid or has expired.")
+        raise APIError(403, "forbidden", "This result URL is invalid or has expired.")
     job = await anyio.to_thread.run_sync(svc.store.get, generation_id)
     if job is None or job.status != "succeeded" or not job.result_path or job.result_deleted_at:
         raise APIError(404, "resource_not_found")

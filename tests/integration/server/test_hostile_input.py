@@ -302,6 +302,8 @@ def test_signed_result_urls_cannot_be_forged_altered_or_used_after_expiry(client
     for name, url in attempts.items():
         response = client.get(url)
         assert response.status_code == 403, name
+        # Not "unauthenticated": that title asks for an API key, which a result URL never takes.
+        assert response.json()["error"]["type"] == "forbidden", name
         assert response.json()["error"]["detail"] == "This result URL is invalid or has expired."
 
 
