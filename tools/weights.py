@@ -4,7 +4,7 @@
     weights pull   [--lock FILE] [--dir DIR]          download what the lock names, then verify
     weights verify [--lock FILE] [--dir DIR]          size + sha256 of every file (cached by mtime), one release
     weights check  [DIR] [--against real|own]         safetensors headers vs the architecture
-    weights plan   [--vram-gb N] [--plan NAME]        the memory plan and its estimates
+    weights plan   [--vram-gb N [--ram-gb M]] [--plan NAME]   the memory plan and its estimates
 
 `--variant` picks the files of the lock: `single-file` (default, Lightricks' release 1.1) or
 `diffusers` (the diffusers folder layout, converted from release 1.0). HF_TOKEN (the Gemma repo
@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = actions.add_parser("plan", help="show the memory plan for this GPU (or --vram-gb) and its estimates")
     p.add_argument("--vram-gb", type=float, default=None, help="GPU memory in GiB (default: the visible GPU)")
+    p.add_argument("--ram-gb", type=float, default=None,
+                   help="with --vram-gb: the host RAM in GiB each such GPU's worker may use (the host's RAM "
+                        "over its GPUs); the offloading plans keep weights there (default: not checked)")
     p.add_argument("--plan", default="auto", help="auto | resident | encoder-offload | fp8 | offload")
     p.add_argument("--gpus-per-job", type=int, default=1, help="plan each GPU of a group that splits every job N ways")
     p.set_defaults(handler=_plan)
@@ -171,8 +174,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     try:
+        if args.ram_gb is not None and not args.vram_gb:
+            raise CommandError("--ram-gb goes with --vram-gb (for the visible GPUs, this host's RAM is read)")
         if args.vram_gb:
-            chosen = memory_plan(args.plan, int(args.vram_gb * 2**30), ranks=args.gpus_per_job)
+            host = None if args.ram_gb is None else int(args.ram_gb * 2**30)
+            chosen = memory_plan(args.plan, int(args.vram_gb * 2**30), host_ram_bytes=host, ranks=args.gpus_per_job)
         else:
             visible = gpu_plans(args.plan, args.gpus_per_job)
             if not visible:

@@ -128,3 +128,26 @@ def test_cli_plan(capsys):
     assert capsys.readouterr().out.startswith("memory plan fp8")
     assert main(["weights", "plan", "--vram-gb", "48", "--plan", "bogus"]) == 2
     assert "unknown plan 'bogus'" in capsys.readouterr().err
+    # A stated host: a 24 GB card needs the offload plan, whose pinned weights a 64 GB host cannot hold.
+    assert main(["weights", "plan", "--vram-gb", "24", "--ram-gb", "128"]) == 0
+    assert capsys.readouterr().out.startswith("memory plan offload")
+    assert main(["weights", "plan", "--vram-gb", "24", "--ram-gb", "64"]) == 2
+    assert "of host RAM" in capsys.readouterr().err
+    assert main(["weights", "plan", "--ram-gb", "64"]) == 2
+    assert "--ram-gb goes with --vram-gb" in capsys.readouterr().err
+
+
+def test_cli_stops_quietly_when_its_reader_goes_away():
+    """`ltx-server weights plan ... | head -1`: the closed pipe ends the command with 141 (as SIGPIPE would), not
+    a traceback."""
+    import subprocess
+    import sys
+
+    from repo_paths import REPO
+
+    command = [sys.executable, "-m", "server.entrypoints.cli", "weights", "plan", "--vram-gb", "24", "--ram-gb", "128"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # long before the interpreter has started and printed the plan
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr, stderr
