@@ -293,14 +293,14 @@ def measure(args) -> tuple[list[list[str]], dict]:
                                              "--rate-limit", "0", "--max-active-jobs", "0", "--keepalive-seconds", "2",
                                              *args.serve_args.split()])
         server.start(timeout=180)
+        own_cpus = os.sched_getaffinity(0)
         if args.client_cpus:  # after the start: the server's processes keep every CPU they were given
             os.sched_setaffinity(0, parse_cpu_list(args.client_cpus))
         try:
             return run(server, args, context)
         finally:
             server.cleanup()
-            if args.client_cpus:  # the next run's server starts with every CPU again
-                os.sched_setaffinity(0, range(os.cpu_count() or 1))
+            os.sched_setaffinity(0, own_cpus)  # the next run's server starts with every CPU again
 
 
 def run(server: LiveServer, args, context) -> tuple[list[list[str]], dict]:
