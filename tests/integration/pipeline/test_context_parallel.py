@@ -64,6 +64,7 @@ def _rank(rank: int, size: int, address: str, weights: str, out: str) -> None:
             engine.follow()
             (Path(out) / f"follower{rank}").write_text(str(engine.transformer_passes))
             (Path(out) / f"seen{rank}").write_text(" ".join(map(str, sorted(set(seen)))))
+            engine.close()  # leave the process group as `run_follower` does, not in the interpreter's teardown
     except BaseException:
         (Path(out) / f"error{rank}").write_text(traceback.format_exc())
         raise

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pipeline.placement.parallel import enable_context_parallel, init_group
@@ -72,6 +73,11 @@ def _rank(rank: int, size: int, address: str, out: str) -> None:
             results[shape] = (mode, video, audio)
         results["seen"] = seen
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        # Leave the group as the runtime does (`GroupEngine.close`), all together: a rank that exited
+        # with its gloo group alive while a peer still held the pairs aborted in teardown now and then
+        # ("terminate called without an active exception", SIGABRT, seen once in CI).
+        dist.barrier()
+        dist.destroy_process_group()
     except BaseException:
         (Path(out) / f"error{rank}").write_text(traceback.format_exc())
         raise
