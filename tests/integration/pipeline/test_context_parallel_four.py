@@ -73,9 +73,9 @@ def _rank(rank: int, size: int, address: str, out: str) -> None:
             results[shape] = (mode, video, audio)
         results["seen"] = seen
         torch.save(results, Path(out) / f"rank{rank}.pt")
-        # Leave the group as the runtime does (`GroupEngine.close`), all together: a rank that exited
+        # Leave the group as the runtime does (`Engine.close`), all together: a rank that exited
         # with its gloo group alive while a peer still held the pairs aborted in teardown now and then
-        # ("terminate called without an active exception", SIGABRT, seen once in CI).
+        # ("terminate called without an active exception", SIGABRT: 4 of 12 runs on one machine).
         dist.barrier()
         dist.destroy_process_group()
     except BaseException:
