@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.weights.inspect import check_directory, expected_shapes, read_header
 from pipeline.weights.registry import meta_module
 from pipeline.weights.tiny import build_tiny_model
+from repo_paths import REPO
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +143,6 @@ def test_cli_plan(capsys):
 def test_cli_stops_quietly_when_its_reader_goes_away():
     """`ltx-server weights plan ... | head -1`: the closed pipe ends the command with 141 (as SIGPIPE would), not
     a traceback."""
-    import subprocess
-    import sys
-
-    from repo_paths import REPO
-
     command = [sys.executable, "-m", "server.entrypoints.cli", "weights", "plan", "--vram-gb", "24", "--ram-gb", "128"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # long before the interpreter has started and printed the plan
